@@ -1,0 +1,18 @@
+"""Safe environments with a Brax-compatible interface, and their registry.
+
+    env = envs.make("TinyHazardNav")
+    state = env.reset(key); state = env.step(state, action); cost = state.info["cost"]
+"""
+
+from envs.registry import list_envs, make, register, valid_overrides
+from envs.tiny import TinyHazardNav, _factory as _tiny_factory
+from envs.wrappers import TimeLimit, WithCost
+
+register(
+    "TinyHazardNav",
+    _tiny_factory,
+    "Point in the plane, goal behind a hazard disc; 50-step episodes (our own, for tests).",
+)
+
+__all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "list_envs", "make", "register",
+           "valid_overrides"]
