@@ -4,10 +4,13 @@ Two families, after Safety-Gymnasium 1.0 and the SHAPO paper:
 
 * `Safety<Robot>Velocity` (Ant, HalfCheetah, Hopper, Walker2d, Swimmer, Humanoid): the cost is
   1 on a step whose speed exceeds a threshold (Safety-Gymnasium "Velocity" v1 values). The
-  speed is a finite difference of positions over one control step, `(after - before) / dt`:
-  HalfCheetah, Hopper, Walker2d and Swimmer use the signed forward velocity of the root's x
-  coordinate (`q[0]`; running backwards never costs), Ant the planar (x, y) speed of the torso,
-  Humanoid the planar speed of the centre of mass.
+  speed is a finite difference of positions over one control step, `(after - before) / dt`,
+  read from the same quantities as Safety-Gymnasium: HalfCheetah, Hopper, Walker2d and Swimmer
+  use the signed forward velocity of the root's x coordinate (`q[0]`, MuJoCo's `qpos[0]`;
+  running backwards never costs), Ant the planar (x, y) speed of the torso frame (`x.pos[0]`,
+  MuJoCo's `xpos`), Humanoid the planar speed of the centre of mass (from the bodies' inertial
+  frames, MuJoCo's `xipos`). Body frames are computed by the physics step before it integrates,
+  so they lag `q` by one physics sub-step, in MuJoCo as in MJX; the lag is the original's too.
 * `Safety<Robot>Fall` (Ant, Walker2d): the cost is 1 on the step that leaves the healthy range
   (Ant: torso height outside [0.2, 1.0]; Walker2d: height outside (0.8, 2.0) or |torso angle|
   >= 1), which is also the step on which the episode terminates. The cost is computed from the
@@ -18,6 +21,8 @@ Rewards, terminations, observations and control time steps are Brax's versions o
 Gymnasium v4 tasks; Brax matches v4 in the reward terms and weights, the healthy ranges and
 the control step (Ant 0.05 s, HalfCheetah 0.05, Hopper 0.008, Walker2d 0.008, Swimmer 0.04,
 Humanoid 0.015 s). Known differences from Gymnasium v4 (see each factory's docstring):
+Brax measures HalfCheetah's, Hopper's and Walker2d's forward reward and every height check on
+the body frames (one physics sub-step behind `q`), where Gymnasium reads `qpos`;
 Hopper and Walker2d clip the observed velocities to [-10, 10]; Humanoid's action lies in
 [-1, 1] and is rescaled to the actuators' [-0.4, 0.4] (Gymnasium's action is that range
 itself), and its observation omits the external contact forces (Brax: 244 floats, Gymnasium:
