@@ -1,0 +1,289 @@
+"""(SHAPO-)TRPO-Lag update: trust region, line search, delta_down = 0, learning, devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from shapo_jax.policy import gaussian_log_prob
+from shapo_jax.rollout import reset_batch
+from shapo_jax.training import TrainConfig, make_train
+from shapo_jax.update.learner import LearnerState, UpdateBatch, init_optimizer, make_optimizer
+from shapo_jax.update.trpo import (
+    backtracking_line_search,
+    line_search_fractions,
+    trpo_update,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(env="TinyHazardNav", num_envs=64, rollout_length=50)
+
+
+def numpy_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> np.ndarray:
+    """KL(N_p || N_q) per state for diagonal Gaussians, in float64 (independent reference)."""
+    mean_p, log_std_p, mean_q, log_std_q = (
+        np.asarray(x, np.float64) for x in (mean_p, log_std_p, mean_q, log_std_q)
+    )
+    var_p, var_q = np.exp(2 * log_std_p), np.exp(2 * log_std_q)
+    return np.sum(
+        0.5 * np.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5,
+        axis=-1,
+    )
+
+
+# ----- the trust region is never exceeded ---------------------------------------------
+
+BIG_TRUST_REGION = 2.0  # far beyond where the quadratic model of the KL holds
+
+
+@pytest.fixture(scope="module", params=["trpo_lag", "shapo_trpo_lag"])
+def big_step_update(request):
+    """A jitted trpo_update with a large trust region, its trainer and config."""
+    config = TrainConfig(**TINY, algo=request.param, trust_region=BIG_TRUST_REGION,
+                         trpo_cg_damping=0.01, delta_down=0.05, critic_epochs=1,
+                         num_minibatches=4)
+    trainer = make_train(config, envs.make("TinyHazardNav"))
+    hp = config.hyperparameters()
+
+    @jax.jit
+    def update(learner, batch, key):
+        return trpo_update(learner, batch, key, hp.delta_down, hp, trainer.networks, config)
+
+    return config, trainer, update
+
+
+def random_learner_and_batch(trainer, config, key):
+    """Random actor/critics, random states, actions drawn from pi_old and random advantages."""
+    keys = jax.random.split(key, 7)
+    size, obs_dim = config.batch_size, trainer.env.observation_size
+    obs = 1.5 * jax.random.normal(keys[0], (size, obs_dim))
+    actor = trainer.networks.actor
+    actor_params = actor.init(keys[1], obs[:1])
+    # Larger random weights than the initialiser's: a policy that reacts strongly to the state.
+    leaves, treedef = jax.tree_util.tree_flatten(actor_params)
+    leaf_keys = jax.random.split(keys[2], len(leaves))
+    actor_params = jax.tree_util.tree_unflatten(
+        treedef,
+        [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, leaf_keys, strict=True)],
+    )
+    mean, log_std = actor.apply(actor_params, obs)
+    action = mean + jnp.exp(log_std) * jax.random.normal(keys[3], mean.shape)
+    critic = trainer.networks.critic
+    critic_params = {"reward": critic.init(keys[4], obs[:1]), "cost": critic.init(keys[5], obs[:1])}
+    optimizer = make_optimizer(config.max_grad_norm)
+    learner = LearnerState(
+        actor_params=actor_params,
+        critic_params=critic_params,
+        actor_opt_state=init_optimizer(optimizer, actor_params, 3e-4),
+        critic_opt_state=init_optimizer(optimizer, critic_params, 3e-4),
+    )
+    noise = jax.random.normal(keys[6], (4, size))
+    cost = (noise[3] > 1.0).astype(jnp.float32)
+    batch = UpdateBatch(
+        obs=obs, action=action, old_log_prob=gaussian_log_prob(mean, log_std, action),
+        advantage=noise[0], reward_target=noise[1], cost_target=noise[2], cost=cost,
+    )
+    return learner, batch
+
+
+def test_accepted_step_stays_inside_trust_region(big_step_update):
+    config, trainer, update = big_step_update
+    actor = trainer.networks.actor
+    fractions, backtracked = [], 0
+    for seed in range(4):
+        learner, batch = random_learner_and_batch(trainer, config, jax.random.PRNGKey(100 + seed))
+        new_learner, metrics = update(learner, batch, jax.random.PRNGKey(seed))
+        old_mean, old_log_std = actor.apply(learner.actor_params, batch.obs)
+        new_mean, new_log_std = actor.apply(new_learner.actor_params, batch.obs)
+        true_kl = numpy_gaussian_kl(old_mean, old_log_std, new_mean, new_log_std).mean()
+        fraction = float(metrics["trpo_step_fraction"])
+        fractions.append(fraction)
+        assert fraction > 0, "no step accepted on a random batch: the test would be vacuous"
+        assert true_kl <= BIG_TRUST_REGION * (1 + 1e-5)
+        np.testing.assert_allclose(true_kl, float(metrics["trpo_kl"]), rtol=1e-3)
+        # The surrogate improved, measured independently in float64.
+        adv = np.asarray(batch.advantage, np.float64)
+        new_log_prob = np.asarray(gaussian_log_prob(new_mean, new_log_std, batch.action))
+        ratio = np.exp(new_log_prob.astype(np.float64) - np.asarray(batch.old_log_prob))
+        assert np.mean(ratio * adv) > np.mean(adv) - 1e-6
+        # Full steps of KL radius 2 overshoot: the line search had to back off.
+        backtracked += fraction < 1.0
+        # The actor's optimiser state is untouched; the critics moved.
+        for a, b in zip(jax.tree_util.tree_leaves(learner.actor_opt_state),
+                        jax.tree_util.tree_leaves(new_learner.actor_opt_state), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert any(
+            not np.allclose(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree_util.tree_leaves(learner.critic_params),
+                            jax.tree_util.tree_leaves(new_learner.critic_params), strict=True)
+        )
+    assert backtracked >= 2, f"the line search never backtracked: fractions {fractions}"
+
+
+# ----- the vmapped line search is the sequential one ----------------------------------
+
+
+def sequential_line_search(evaluate, baseline, fractions, max_kl):
+    """Reference: try the fractions one by one in Python, stop at the first acceptable one."""
+    for fraction in np.asarray(fractions):
+        kl, objective = (float(v) for v in evaluate(jnp.float32(fraction)))
+        improvement = objective - float(baseline)
+        if np.isfinite(kl) and np.isfinite(improvement) and kl <= max_kl and improvement > 0:
+            return float(fraction), kl, improvement
+    return 0.0, 0.0, 0.0
+
+
+def test_vmapped_line_search_matches_sequential_loop():
+    rng = np.random.default_rng(7)
+    fractions = line_search_fractions(0.7, 12)
+    np.testing.assert_allclose(np.asarray(fractions), 0.7 ** np.arange(12), rtol=1e-6)
+    search = jax.jit(backtracking_line_search, static_argnums=0)
+    chosen = set()
+    for trial in range(30):
+        # A toy non-quadratic KL (with a NaN region) and a non-monotone objective.
+        hess = rng.normal(size=(3, 3))
+        hess = jnp.asarray(hess @ hess.T + 0.1 * np.eye(3), jnp.float32)
+        step = jnp.asarray(rng.normal(size=3), jnp.float32)
+        cubic, wiggle, slope = (jnp.float32(v) for v in rng.uniform(0, 2, size=3))
+        nan_above = jnp.float32(rng.uniform(0.3, 1.5))
+
+        def evaluate(fraction, hess=hess, step=step, cubic=cubic, wiggle=wiggle, slope=slope,
+                     nan_above=nan_above):
+            s = fraction * step
+            kl = 0.5 * s @ hess @ s + cubic * fraction**3
+            kl = jnp.where(fraction > nan_above, jnp.nan, kl)
+            objective = slope * fraction - fraction**2 + wiggle * jnp.sin(9.0 * fraction)
+            return kl, objective
+
+        baseline = jnp.float32(rng.uniform(-0.2, 0.2) if trial % 6 else 10.0)  # 10: hopeless
+        max_kl = float(rng.uniform(0.05, 1.0))
+        result = search(evaluate, baseline, fractions, max_kl)
+        expected = sequential_line_search(evaluate, baseline, fractions, max_kl)
+        np.testing.assert_allclose(
+            [float(result.fraction), float(result.kl), float(result.improvement)], expected,
+            rtol=1e-5, atol=1e-7,
+        )
+        assert bool(result.accepted) == (expected[0] > 0)
+        chosen.add(expected[0])
+    # The random problems exercised several outcomes, including rejecting every candidate.
+    assert 0.0 in chosen and len(chosen) >= 4, chosen
+
+
+# ----- delta_down = 0: SHAPO-TRPO-Lag is TRPO-Lag -------------------------------------
+
+
+def test_shapo_trpo_with_zero_delta_is_trpo():
+    env = envs.make("TinyHazardNav")
+    finals = {}
+    for algo in ("trpo_lag", "shapo_trpo_lag"):
+        config = TrainConfig(**TINY, algo=algo, delta_down=0.0, rho_critic=0.0, critic_epochs=2,
+                             num_minibatches=4, cost_limit=2.0)
+        trainer = make_train(config, env)
+        state = trainer.init(jax.random.PRNGKey(3))
+        finals[algo] = jax.jit(trainer.run, static_argnums=1)(state, 3)
+    (plain, plain_metrics), (shapo, shapo_metrics) = finals["trpo_lag"], finals["shapo_trpo_lag"]
+    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_kl"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_predicted_kl"]), 0.0)
+    assert np.all(np.asarray(plain_metrics["trpo_step_fraction"]) > 0)
+    # Bit for bit: epsilon is exactly zero, so every parameter is identical.
+    plain_leaves, shapo_leaves = (jax.tree_util.tree_leaves(s.learner) for s in (plain, shapo))
+    for a, b in zip(plain_leaves, shapo_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# ----- it learns the tiny safe task ---------------------------------------------------
+
+
+def random_policy_return(env, key, num_envs=256):
+    """Mean episode return of uniform random actions in [-1, 1]^2 (one 50-step episode)."""
+    reset_key, action_key = jax.random.split(key)
+    state = reset_batch(env, reset_key, num_envs)
+
+    def one_step(carry, step_key):
+        state, total = carry
+        action = jax.random.uniform(step_key, (num_envs, env.action_size), minval=-1, maxval=1)
+        state = jax.vmap(env.step)(state, action)
+        return (state, total + state.reward), None
+
+    (_, total), _ = jax.lax.scan(
+        one_step, (state, jnp.zeros(num_envs)), jax.random.split(action_key, env.episode_length)
+    )
+    return float(total.mean())
+
+
+@pytest.mark.parametrize("algo", ["trpo_lag", "shapo_trpo_lag"])
+def test_trpo_lag_learns_tiny_task_within_cost_limit(algo):
+    env = envs.make("TinyHazardNav")
+    assert env.episode_length == 50
+    config = TrainConfig(**TINY, algo=algo, cost_limit=2.0, seed=0)
+    trainer = make_train(config, env)
+    state = trainer.init(jax.random.PRNGKey(0))
+    _, metrics = jax.jit(trainer.run, static_argnums=1)(state, 100)  # 320k steps
+    last = {k: float(np.mean(np.asarray(v)[-5:])) for k, v in metrics.items()}
+    random_return = random_policy_return(env, jax.random.PRNGKey(1))
+    assert last["episode_cost"] < config.cost_limit, last
+    assert last["episode_return"] > random_return + 1.5, (last, random_return)
+    # The straight path would cost about 10: the multiplier had to act at some point.
+    assert float(np.max(np.asarray(metrics["lagrange_multiplier"]))) > 0.05
+
+
+# ----- 1 device and 4 devices compute the same run ------------------------------------
+
+DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    import envs
+    from shapo_jax.training import TrainConfig, make_train
+    from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
+
+    config = TrainConfig(env="TinyHazardNav", num_envs=64, rollout_length=50, algo="trpo_lag",
+                         critic_epochs=2, num_minibatches=4, cost_limit=2.0)
+    trainer = make_train(config, envs.make("TinyHazardNav"))
+    mesh = make_mesh()
+    check_divisible(config.num_envs, mesh)
+    key = jax.random.PRNGKey(5)
+    shardings = state_sharding(jax.eval_shape(trainer.init, key), mesh)
+    state = jax.jit(trainer.init, out_shardings=shardings)(key)
+    run = jax.jit(lambda s: trainer.run(s, 3), in_shardings=(shardings,),
+                  out_shardings=(shardings, None))
+    state, metrics = run(state)
+    leaves = [np.asarray(x).ravel().tolist() for x in jax.tree_util.tree_leaves(state.learner)]
+    out = {"devices": len(jax.devices()), "leaves": leaves,
+           "fraction": np.asarray(metrics["trpo_step_fraction"]).tolist()}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def run_on_devices(count: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", DEVICE_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):])
+
+
+def test_trpo_lag_one_and_four_devices_agree():
+    one, four = run_on_devices(1), run_on_devices(4)
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert one["fraction"] == four["fraction"] and min(one["fraction"]) > 0
+    # Sums split over devices round differently and three CG solves amplify the rounding: the
+    # runs agree to float32 rounding (here within 2e-3 of each leaf's scale), not bit for bit.
+    for a, b in zip(one["leaves"], four["leaves"], strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        scale = max(float(np.abs(a).max()), 1e-6)
+        assert np.abs(a - b).max() <= 2e-3 * scale, (np.abs(a - b).max(), scale)
