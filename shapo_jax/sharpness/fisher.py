@@ -12,6 +12,7 @@ Two equivalent forms are provided:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import chex
@@ -42,13 +43,13 @@ def gaussian_fisher_vector_product(
 ) -> MatVec:
     """Return v -> F v for a diagonal Gaussian policy in Gauss-Newton form J^T M J v.
 
-    `distribution_fn(p) -> (mean, log_std)`, both of shape [batch, action_dim] (a
-    state-independent log-std may be broadcast). F is averaged over the batch and summed
-    over action dimensions, matching the Hessian of the mean KL summed over dimensions.
+    `distribution_fn(p) -> (mean, log_std)`, both of shape [..., action_dim] (a
+    state-independent log-std may be broadcast). F is averaged over all leading (state)
+    axes and summed over action dimensions, matching the Hessian of the mean KL.
     """
     (mean, log_std), pullback = jax.vjp(distribution_fn, params)
     chex.assert_equal_shape([mean, log_std])
-    batch = mean.shape[0] if mean.ndim > 1 else 1
+    batch = math.prod(mean.shape[:-1])  # the number of states: every axis but the last
     # M: 1/sigma^2 on the mean, 2 on the log-std (Hessian of the Gaussian KL at equality).
     mean_metric = jnp.exp(-2.0 * jax.lax.stop_gradient(log_std)) / batch
 
