@@ -14,6 +14,7 @@ register(
     "Point in the plane, goal behind a hazard disc; 50-step episodes (our own, for tests).",
 )
 from envs import locomotion as _locomotion  # noqa: E402, F401
+from envs import navigation as _navigation  # noqa: E402, F401
 
 __all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "list_envs", "make", "register",
            "valid_overrides"]

@@ -1,0 +1,327 @@
+"""Tests of the Safety-Gymnasium navigation ports: lidar, layouts, costs, rewards, robots."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import envs
+from envs.navigation import (
+    NavConfig,
+    SafetyNavigation,
+    build_mjcf,
+    egocentric_xy,
+    pseudo_lidar,
+    sample_layout,
+)
+
+BIN = 2 * math.pi / 16
+
+
+# ------------------------------------------------------------------------- NumPy references
+def reference_lidar(ego_xy: np.ndarray, num_bins: int = 16, max_dist: float = 3.0) -> np.ndarray:
+    """Loop version of the pseudo-lidar, written from its description."""
+    obs = np.zeros(num_bins)
+    size = 2 * np.pi / num_bins
+    for x, y in ego_xy:
+        dist = math.hypot(x, y)
+        angle = math.atan2(y, x) % (2 * np.pi)
+        b = int(angle / size) % num_bins
+        reading = max(0.0, max_dist - dist) / max_dist
+        frac = (angle - b * size) / size
+        obs[b] = max(obs[b], reading)
+        obs[(b + 1) % num_bins] = max(obs[(b + 1) % num_bins], frac * reading)
+        obs[(b - 1) % num_bins] = max(obs[(b - 1) % num_bins], (1 - frac) * reading)
+    return obs
+
+
+def polar(dist: float, angle: float) -> list[float]:
+    return [dist * math.cos(angle), dist * math.sin(angle)]
+
+
+# ------------------------------------------------------------------------------------ lidar
+def test_lidar_hand_computed_bins():
+    # 1.5 m straight ahead: bin 0 reads 0.5; at the bin's start, all aliasing goes backwards.
+    obs = np.asarray(pseudo_lidar(jnp.array([polar(1.5, 1e-6)])))
+    assert obs[0] == pytest.approx(0.5, abs=1e-5)
+    assert obs[15] == pytest.approx(0.5, abs=1e-5)
+    assert obs[1] == pytest.approx(0.0, abs=1e-5)
+    assert np.count_nonzero(obs[2:15]) == 0
+    # 0.6 m at 30 degrees: bin 1, a third of the way in; reading 0.8.
+    obs = np.asarray(pseudo_lidar(jnp.array([polar(0.6, math.radians(30))])))
+    assert obs[1] == pytest.approx(0.8, abs=1e-5)
+    assert obs[2] == pytest.approx(0.8 / 3, abs=1e-5)
+    assert obs[0] == pytest.approx(0.8 * 2 / 3, abs=1e-5)
+    # Behind on the right (-100 degrees = 260): bin 11, fraction 5/9; out of range reads 0.
+    obs = np.asarray(pseudo_lidar(jnp.array([polar(2.4, math.radians(-100)),
+                                             polar(3.5, 0.3)])))
+    assert obs[11] == pytest.approx(0.2, abs=1e-5)
+    assert obs[12] == pytest.approx(0.2 * 5 / 9, abs=1e-5)
+    assert obs[10] == pytest.approx(0.2 * 4 / 9, abs=1e-5)
+    assert np.count_nonzero(obs) == 3
+
+
+def test_lidar_linear_falloff_and_max_over_objects():
+    dists = np.linspace(0.0, 3.5, 8)
+    readings = [float(pseudo_lidar(jnp.array([polar(d, 0.5 * BIN)]))[0]) for d in dists]
+    np.testing.assert_allclose(readings, np.maximum(0, 3 - dists) / 3, atol=1e-5)
+    # Two objects in one bin: the nearer one wins; a masked object is invisible.
+    both = jnp.array([polar(2.0, 0.4 * BIN), polar(1.0, 0.6 * BIN)])
+    assert float(pseudo_lidar(both)[0]) == pytest.approx(2 / 3, abs=1e-5)
+    masked = pseudo_lidar(both, mask=jnp.array([True, False]))
+    assert float(masked[0]) == pytest.approx(1 / 3, abs=1e-5)
+
+
+def test_lidar_matches_reference_on_random_objects():
+    rng = np.random.default_rng(12345)
+    ego = rng.uniform(-4, 4, size=(9, 2))
+    np.testing.assert_allclose(np.asarray(pseudo_lidar(jnp.asarray(ego))),
+                               reference_lidar(ego), atol=1e-5)
+
+
+def test_egocentric_frame_follows_yaw():
+    yaw = 0.5 * math.pi  # the robot faces +y: an object at +y lies straight ahead
+    c, s = math.cos(yaw), math.sin(yaw)
+    mat = jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    ego = egocentric_xy(jnp.array([1.0, 1.0, 0.1]), mat, jnp.array([[1.0, 2.0], [0.0, 1.0]]))
+    np.testing.assert_allclose(np.asarray(ego), [[1.0, 0.0], [0.0, 1.0]], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- layout
+def test_layout_respects_keepouts_and_extents():
+    keepouts = jnp.array([0.4, 0.305] + [0.18] * 8 + [0.15])
+    extents = (-1.5, -1.5, 1.5, 1.5)
+    keys = jax.random.split(jax.random.PRNGKey(7), 64)
+    xy, ok = jax.jit(jax.vmap(lambda k: sample_layout(k, keepouts, extents)))(keys)
+    xy, ok, k = np.asarray(xy), np.asarray(ok), np.asarray(keepouts)
+    assert ok.mean() > 0.95
+    for layout in xy[ok]:
+        dist = np.linalg.norm(layout[:, None] - layout[None], axis=-1)
+        need = k[:, None] + k[None, :]
+        off = ~np.eye(len(k), dtype=bool)
+        assert np.all(dist[off] >= need[off] - 1e-6)
+        assert np.all(np.abs(layout) <= 1.5 - k[:, None] + 1e-6)
+    # The layouts differ between keys (it is random) and are spread over the area.
+    assert np.std(xy[:, 0, 0]) > 0.3
+
+
+# --------------------------------------------------------------------------- env fixtures
+@pytest.fixture(scope="module")
+def goal1():
+    env = envs.make("SafetyPointGoal1", episode_length=5)
+    inner = env.env
+    return env, jax.jit(env.reset), jax.jit(env.step), inner
+
+
+def with_layout(state, robot_xy=None, yaw=None, goal=None, hazards=None, last_dist=None):
+    s = state.pipeline_state
+    qpos = s.data.qpos
+    if robot_xy is not None:
+        qpos = qpos.at[:2].set(jnp.asarray(robot_xy))
+    if yaw is not None:
+        qpos = qpos.at[2].set(yaw)
+    s = s.replace(data=s.data.replace(qpos=qpos, qvel=jnp.zeros_like(s.data.qvel)))
+    if goal is not None:
+        s = s.replace(goal_xy=jnp.asarray(goal, jnp.float32))
+    if hazards is not None:
+        s = s.replace(hazards_xy=jnp.asarray(hazards, jnp.float32))
+    if last_dist is not None:
+        s = s.replace(last_dist_goal=jnp.asarray(last_dist, jnp.float32))
+    return state.replace(pipeline_state=s)
+
+
+def far_vase(state):
+    s = state.pipeline_state
+    qpos = s.data.qpos.at[3:5].set(jnp.array([1.3, -1.3]))
+    return state.replace(pipeline_state=s.replace(data=s.data.replace(qpos=qpos)))
+
+
+def test_observation_sizes_and_blocks():
+    sizes = {"SafetyPointGoal1": 60, "SafetyPointGoal2": 60, "SafetyPointButton1": 76,
+             "SafetyPointButton2": 76, "SafetyCarGoal1": 72, "SafetyCarGoal2": 72,
+             "SafetyPointGoal0": 28}
+    for name, size in sizes.items():
+        env = envs.make(name)
+        assert env.observation_size == size, name
+        assert env.action_size == 2
+        assert sum(n for _, n in env.env.observation_blocks) == size
+    goal = [b for b, _ in envs.make("SafetyPointGoal1").env.observation_blocks]
+    assert goal == ["accelerometer", "velocimeter", "gyro", "magnetometer", "goal_lidar",
+                    "hazards_lidar", "vases_lidar"]
+    button = [b for b, _ in envs.make("SafetyPointButton1").env.observation_blocks]
+    assert button[4:] == ["buttons_lidar", "goal_lidar", "hazards_lidar", "gremlins_lidar"]
+    car = [b for b, _ in envs.make("SafetyCarGoal1").env.observation_blocks]
+    assert car[4:] == ["ballangvel_rear", "ballquat_rear", "goal_lidar", "hazards_lidar",
+                       "vases_lidar"]
+    assert envs.make("SafetyPointGoal1").dt == pytest.approx(0.02)
+    assert envs.make("SafetyCarGoal1").dt == pytest.approx(0.04)
+
+
+def test_reset_observation_blocks_match_references(goal1):
+    env, reset, _, inner = goal1
+    state = reset(jax.random.PRNGKey(3))
+    s = state.pipeline_state
+    obs = np.asarray(state.obs)
+    x, y, yaw = np.asarray(s.data.qpos[:3])
+    np.testing.assert_allclose(obs[0:3], [0, 0, 9.81], atol=1e-5)  # accelerometer at rest
+    np.testing.assert_allclose(obs[3:9], 0.0, atol=1e-6)
+    # Magnetometer: field (0, -0.5, 0) seen from a body turned by yaw.
+    np.testing.assert_allclose(obs[9:12], [-0.5 * math.sin(yaw), -0.5 * math.cos(yaw), 0.0],
+                               atol=1e-5)
+    rot = np.array([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+
+    def ego(points):
+        return (np.asarray(points) - [x, y]) @ rot
+
+    np.testing.assert_allclose(obs[12:28], reference_lidar(ego(s.goal_xy[None])), atol=1e-5)
+    np.testing.assert_allclose(obs[28:44], reference_lidar(ego(s.hazards_xy)), atol=1e-5)
+    np.testing.assert_allclose(obs[44:60], reference_lidar(ego(s.data.qpos[None, 3:5])),
+                               atol=1e-5)
+    assert state.info["cost"] == 0.0
+    assert state.info["layout_ok"] == 1.0
+
+
+def test_reset_layout_keepouts(goal1):
+    _, reset, _, inner = goal1
+    states = jax.vmap(inner.reset)(jax.random.split(jax.random.PRNGKey(11), 16))
+    s = states.pipeline_state
+    for i in range(16):
+        pts = np.concatenate([np.asarray(s.data.qpos[i, None, :2]), np.asarray(s.goal_xy[i, None]),
+                              np.asarray(s.hazards_xy[i]), np.asarray(s.data.qpos[i, None, 3:5])])
+        k = np.array([0.4, 0.305] + [0.18] * 8 + [0.15])
+        dist = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        off = ~np.eye(len(k), dtype=bool)
+        assert np.all(dist[off] >= (k[:, None] + k[None])[off] - 1e-5)
+        assert np.all(np.abs(pts) <= 1.5 - k[:, None] + 1e-5)
+
+
+def test_hazard_cost_is_indicator_of_disc(goal1):
+    _, reset, step, _ = goal1
+    base = far_vase(reset(jax.random.PRNGKey(0)))
+    hazards = np.full((8, 2), -1.4)
+    hazards[0] = [0.3, 0.2]
+    for offset, expected in [(0.0, 1.0), (0.12, 1.0), (0.19, 1.0), (0.21, 0.0), (0.5, 0.0)]:
+        direction = np.array([math.cos(1.0), math.sin(1.0)])
+        state = with_layout(base, robot_xy=hazards[0] + offset * direction, goal=[-1.0, 1.2],
+                            hazards=hazards)
+        nxt = step(state, jnp.zeros(2))
+        assert float(nxt.info["cost"]) == expected, offset
+
+
+def test_goal_reward_and_redraw(goal1):
+    _, reset, step, _ = goal1
+    base = far_vase(reset(jax.random.PRNGKey(1)))
+    hazards = np.array([[-1.2, -1.2 + 0.3 * i] for i in range(8)])
+    # Reaching the goal: shaping (0.5 - 0.25) plus the bonus of 1, then a new goal.
+    state = with_layout(base, robot_xy=[0.0, 0.0], goal=[0.25, 0.0], hazards=hazards,
+                        last_dist=0.5)
+    nxt = step(state, jnp.zeros(2))
+    assert float(nxt.reward) == pytest.approx(1.25, abs=1e-4)
+    assert float(nxt.info["goal_met"]) == 1.0
+    s = nxt.pipeline_state
+    new_goal = np.asarray(s.goal_xy)
+    robot = np.asarray(s.data.qpos[:2])
+    assert np.linalg.norm(new_goal - robot) >= 0.705 - 1e-5
+    assert np.all(np.linalg.norm(hazards - new_goal, axis=-1) >= 0.485 - 1e-5)
+    assert np.linalg.norm(new_goal - np.asarray(s.data.qpos[3:5])) >= 0.455 - 1e-5
+    assert np.all(np.abs(new_goal) <= 1.5 - 0.305 + 1e-5)
+    assert float(s.last_dist_goal) == pytest.approx(np.linalg.norm(new_goal - robot), abs=1e-5)
+    # Not reaching it: shaping only, goal unchanged.
+    state = with_layout(base, robot_xy=[0.0, 0.0], goal=[0.8, 0.0], hazards=hazards,
+                        last_dist=0.9)
+    nxt = step(state, jnp.zeros(2))
+    assert float(nxt.reward) == pytest.approx(0.1, abs=1e-4)
+    np.testing.assert_allclose(np.asarray(nxt.pipeline_state.goal_xy), [0.8, 0.0])
+
+
+def test_forward_motor_saturates(goal1):
+    _, reset, step, _ = goal1
+    base = with_layout(far_vase(reset(jax.random.PRNGKey(2))), robot_xy=[0.0, 0.0], yaw=0.3,
+                       hazards=np.full((8, 2), -1.4), goal=[1.2, 1.2])
+    moved = []
+    for a0 in [0.05, 0.3, 1.0, -0.05, -1.0, 0.02]:
+        nxt = step(base, jnp.array([a0, 0.0]))
+        moved.append(np.asarray(nxt.pipeline_state.data.qpos[:2]))
+    np.testing.assert_allclose(moved[0], moved[1], atol=1e-6)
+    np.testing.assert_allclose(moved[0], moved[2], atol=1e-6)
+    np.testing.assert_allclose(moved[3], moved[4], atol=1e-6)
+    assert np.linalg.norm(moved[0]) > 1e-4
+    # The push is along the heading, and a smaller command pushes less.
+    heading = moved[0] / np.linalg.norm(moved[0])
+    np.testing.assert_allclose(heading, [math.cos(0.3), math.sin(0.3)], atol=1e-4)
+    assert np.linalg.norm(moved[5]) == pytest.approx(0.4 * np.linalg.norm(moved[0]), rel=1e-2)
+
+
+def test_point_dynamics_and_sensors_match_mujoco():
+    """Our Point on MJX against the same MJCF on MuJoCo (C) with MuJoCo's own sensors."""
+    config = NavConfig(num_hazards=0, num_vases=0, extents=(-1.0, -1.0, 1.0, 1.0))
+    env = SafetyNavigation(config)
+    sensors = ('<sensor><accelerometer site="robot"/><velocimeter site="robot"/>'
+               '<gyro site="robot"/><magnetometer site="robot"/></sensor>')
+    xml = build_mjcf(config).replace("</mujoco>", sensors + "</mujoco>")
+    model = mujoco.MjModel.from_xml_string(xml)
+    model.opt.magnetic = [0.0, -0.5, 0.0]
+    data = mujoco.MjData(model)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(5))
+    data.qpos[:] = np.asarray(state.pipeline_state.data.qpos)
+    step = jax.jit(env.step)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(15, 2))
+    for action in actions:
+        state = step(state, jnp.asarray(action, jnp.float32))
+        data.ctrl[:] = action
+        for _ in range(10):
+            mujoco.mj_step(model, data)
+        mujoco.mj_forward(model, data)
+    # float32 (MJX) against float64 (MuJoCo) over 150 sub-steps
+    np.testing.assert_allclose(np.asarray(state.pipeline_state.data.qpos), data.qpos, atol=5e-3)
+    obs = np.asarray(state.obs)
+    np.testing.assert_allclose(obs[3:5], data.sensordata[3:5], atol=5e-3)  # velocimeter
+    np.testing.assert_allclose(obs[9:12], data.sensordata[9:12], atol=5e-3)  # magnetometer
+    # The yaw servo (kv = 1, explicit in Euler) is unstable at 2 ms and rings inside its force
+    # clamp on MuJoCo too, so the yaw rate is chaotic: check the gyro against our own state.
+    np.testing.assert_allclose(obs[6:9], [0, 0, state.pipeline_state.data.qvel[2]], atol=1e-6)
+    assert abs(obs[8]) <= 0.3 * 0.05 / 0.005 + 0.5
+    np.testing.assert_allclose(obs[2], 9.81, atol=1e-4)
+    # Forward acceleration, one sub-step behind MuJoCo's (the lateral one follows the ringing
+    # yaw rate and is checked against our own qacc only).
+    np.testing.assert_allclose(obs[0], data.sensordata[0], atol=0.3)
+    qacc, yaw = state.pipeline_state.data.qacc, state.pipeline_state.data.qpos[2]
+    lateral = -math.sin(yaw) * qacc[0] + math.cos(yaw) * qacc[1]
+    np.testing.assert_allclose(obs[1], lateral, atol=1e-4)
+
+
+def test_truncation_and_determinism(goal1):
+    env, reset, step, _ = goal1
+    assert envs.make("SafetyPointGoal1").episode_length == 1000
+    assert env.episode_length == 5
+    keys = jax.random.split(jax.random.PRNGKey(9), 4)
+    vreset, vstep = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
+    a = jax.random.uniform(jax.random.PRNGKey(4), (4, 2), minval=-1, maxval=1)
+    state = vreset(keys)
+    np.testing.assert_array_equal(np.asarray(vreset(keys).obs), np.asarray(state.obs))
+    single = reset(keys[2])
+    np.testing.assert_allclose(np.asarray(single.obs), np.asarray(state.obs[2]), atol=1e-6)
+    assert not np.allclose(np.asarray(state.obs[0]), np.asarray(state.obs[1]))
+    first = vstep(state, a)
+    np.testing.assert_array_equal(np.asarray(vstep(state, a).obs), np.asarray(first.obs))
+    done = []
+    for _ in range(5):
+        state = vstep(state, a)
+        done.append(np.asarray(state.done))
+    np.testing.assert_array_equal(np.asarray(done)[:4], 0.0)
+    np.testing.assert_array_equal(done[4], 1.0)
+    np.testing.assert_array_equal(np.asarray(state.info["truncation"]), 1.0)
+
+
+def test_bad_overrides_raise():
+    with pytest.raises(ValueError, match="unknown override"):
+        envs.make("SafetyPointGoal1", num_pillars=3)
+    with pytest.raises(ValueError, match="extents"):
+        envs.make("SafetyPointGoal1", extents=(1.0, 1.0, -1.0, -1.0))
+    env = envs.make("SafetyPointGoal1", num_hazards=3, extents=(-2, -2, 2, 2))
+    assert env.env.config.num_hazards == 3
