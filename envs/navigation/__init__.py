@@ -4,7 +4,10 @@
     env = envs.make("SafetyPointGoal1", episode_length=200, num_hazards=4)
 
 Registered: SafetyPointGoal0/1/2, SafetyPointButton1/2, SafetyCarGoal1/2 (see ENVS.md for what
-each must match). Every factory accepts the same overrides (None keeps the task's value).
+each must match). PointGoal0/1 are tested against hand computations and MuJoCo; PointGoal2,
+the Button tasks (contact costs of buttons and gremlins, gremlins kinematic and without the
+original's soft-weld lag) and the Car tasks are built but not yet validated: their
+descriptions say so. Every factory accepts the same overrides (None keeps the task's value).
 """
 
 from __future__ import annotations
@@ -41,14 +44,20 @@ TASKS: dict[str, NavConfig] = {
     "SafetyCarGoal2": NavConfig(robot="Car", **_GOAL2),
 }
 
+_EXPERIMENTAL = "[experimental: not yet validated against the original] "
+
 _DESCRIPTIONS = {
     "SafetyPointGoal0": "Point robot reaches goals in [-1, 1]^2; no hazards (obs 28).",
     "SafetyPointGoal1": "Point robot reaches goals, 8 hazards, 1 vase; obs 60 (the paper's task).",
-    "SafetyPointGoal2": "Point robot, 10 hazards, 10 costly vases in [-2, 2]^2; obs 60.",
-    "SafetyPointButton1": "Point robot presses goal buttons; 4 hazards, 4 gremlins; obs 76.",
-    "SafetyPointButton2": "Point robot presses goal buttons; 8 hazards, 6 gremlins; obs 76.",
-    "SafetyCarGoal1": "Car (differential drive) reaches goals, 8 hazards, 1 vase; obs 72.",
-    "SafetyCarGoal2": "Car, 10 hazards, 10 costly vases in [-2, 2]^2; obs 72.",
+    "SafetyPointGoal2": _EXPERIMENTAL + "Point robot,"
+    " 10 hazards, 10 costly vases in [-2, 2]^2; obs 60.",
+    "SafetyPointButton1": _EXPERIMENTAL + "Point robot presses goal buttons;"
+    " 4 hazards, 4 gremlins; obs 76.",
+    "SafetyPointButton2": _EXPERIMENTAL + "Point robot presses goal buttons;"
+    " 8 hazards, 6 gremlins; obs 76.",
+    "SafetyCarGoal1": _EXPERIMENTAL + "Car (differential drive)"
+    " reaches goals, 8 hazards, 1 vase; obs 72.",
+    "SafetyCarGoal2": _EXPERIMENTAL + "Car, 10 hazards, 10 costly vases in [-2, 2]^2; obs 72.",
 }
 
 
