@@ -5,7 +5,8 @@
 """
 
 from envs.registry import list_envs, make, register, valid_overrides
-from envs.tiny import TinyHazardNav, _factory as _tiny_factory
+from envs.tiny import TinyHazardNav
+from envs.tiny import _factory as _tiny_factory
 from envs.wrappers import TimeLimit, WithCost
 
 register(

@@ -1,0 +1,113 @@
+"""`shapo-train`: train (SHAPO-)PPO/TRPO-Lagrangian on a safe environment.
+
+    shapo-train --env SafetyPointGoal1 --algo shapo_ppo_lag --seeds 3 --out runs/pg1
+    shapo-train --resume runs/pg1            # continue from the last checkpoint
+    shapo-train --set update_epochs=8 --set hidden_sizes=[128,128] ...
+
+Writes DIR/config.json, DIR/metrics.jsonl (one JSON object per log point and seed),
+DIR/checkpoints/ (orbax, full state) and DIR/training.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shapo_jax.training.config import ALGORITHMS, TrainConfig
+
+CLI_FIELDS = {  # flag -> config field
+    "env": "env", "algo": "algo", "total_steps": "total_steps", "num_envs": "num_envs",
+    "seeds": "num_seeds", "delta_down": "delta_down", "rho_critic": "rho_critic",
+    "cost_limit": "cost_limit", "seed": "seed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shapo-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", help="environment name (see envs.list_envs())")
+    parser.add_argument("--algo", choices=ALGORITHMS)
+    parser.add_argument("--total-steps", type=int, help="environment steps per seed")
+    parser.add_argument("--num-envs", type=int, help="parallel environments per seed")
+    parser.add_argument("--seeds", type=int, help="number of seeds, vmapped in one program")
+    parser.add_argument("--seed", type=int, help="base seed")
+    parser.add_argument("--delta-down", type=float, help="SHAPO KL radius (>= 0)")
+    parser.add_argument("--rho-critic", type=float, help="SAM radius of the critics (>= 0)")
+    parser.add_argument("--cost-limit", type=float, help="episode cost limit d")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any TrainConfig field (JSON value), repeatable")
+    parser.add_argument("--out", default="runs/latest", help="output directory")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() first (multi-host)")
+    parser.add_argument("--no-plot", action="store_true")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults (or `base`), then the named flags, then --set FIELD=VALUE overrides."""
+    data = dict(base or {})
+    for flag, field in CLI_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            data[field] = value
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        field, text = item.split("=", 1)
+        if field not in valid:
+            raise ValueError(f"--set: unknown config field {field!r}; valid: {sorted(valid)}")
+        data[field] = _parse_value(text)
+    return TrainConfig.from_dict(data)
+
+
+def _fail(message: str) -> None:
+    print(f"shapo-train: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.resume or args.out)
+    try:
+        base = None
+        if args.resume:
+            config_path = out / "config.json"
+            if not config_path.exists():
+                raise ValueError(f"--resume {out}: no config.json there (not a run directory)")
+            base = json.loads(config_path.read_text())
+        config = config_from_args(args, base)
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        _fail(str(error))
+
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+    import envs
+    from shapo_jax.training.runner import Runner
+
+    try:
+        env = envs.make(config.env)
+        runner = Runner(config, env, out, resume=bool(args.resume))
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    summary = runner.train(plot=not args.no_plot)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

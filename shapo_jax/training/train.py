@@ -1,0 +1,292 @@
+"""`make_train(config, env)`: the whole training run as pure, jittable, vmappable functions.
+
+One update (paper, Algorithms 3/4 around the rollout):
+  rollout (lax.scan over the env batch) -> GAE for reward and cost -> Lagrange multiplier
+  update on the batch's episode-cost estimate -> policy and critic update (PPO or TRPO, with
+  or without SHAPO) -> observation statistics merged.
+Every numeric setting in `Hyperparameters` is an input, so `jax.vmap` over keys and settings
+runs a grid of runs in one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import Env, State
+from chex import ArrayTree
+from flax import struct
+
+from shapo_jax.advantages import generalized_advantages
+from shapo_jax.policy import Critic, GaussianActor, gaussian_kl, gaussian_log_prob
+from shapo_jax.rollout import (
+    EpisodeTracker,
+    RunningStatistics,
+    init_statistics,
+    init_tracker,
+    normalize,
+    reset_batch,
+    rollout,
+    step_with_repeat,
+    summarize_episodes,
+    update_statistics,
+)
+from shapo_jax.sharpness import quantile_schedule
+from shapo_jax.training.config import Hyperparameters, TrainConfig
+from shapo_jax.update.lagrange import LagrangeMultiplier, LagrangeState, adam_lagrange, pid_lagrange
+from shapo_jax.update.learner import (
+    LearnerState,
+    Networks,
+    UpdateBatch,
+    init_optimizer,
+    make_optimizer,
+)
+from shapo_jax.update.losses import lagrangian_advantage, standardize
+from shapo_jax.update.ppo import ppo_update
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: checkpointing this resumes the run exactly."""
+
+    learner: LearnerState
+    lagrange: LagrangeState
+    obs_stats: RunningStatistics
+    env_state: State
+    tracker: EpisodeTracker
+    key: jax.Array
+    update_step: jax.Array
+    cumulative_cost: jax.Array
+    samples_seen: jax.Array
+
+
+@struct.dataclass
+class EvalResult:
+    episode_return: jax.Array
+    episode_cost: jax.Array
+
+
+def _lagrange(config: TrainConfig, hp: Hyperparameters) -> LagrangeMultiplier:
+    if config.lagrange_method == "pid":
+        return pid_lagrange(config.pid_kp, config.pid_ki, config.pid_kd, config.lagrange_init)
+    return adam_lagrange(config.lagrange_init, hp.lagrange_lr)
+
+
+def _delta_schedule(config: TrainConfig, hp: Hyperparameters) -> Callable[[jax.Array], jax.Array]:
+    """delta_down for an update given the sample count (DESIGN.md, pessimism schedule)."""
+    if config.delta_schedule == "constant":
+        return lambda n: hp.delta_down
+    # quantile schedules: hp.delta_down acts as the scale, alpha from the config.
+    base = quantile_schedule(config.pessimism_alpha, 1.0)
+    return lambda n: hp.delta_down * base(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """The pure functions of one training setup. `trainer(key)` runs the whole training."""
+
+    config: TrainConfig
+    env: Env
+    networks: Networks
+
+    # ----- initialisation -------------------------------------------------------------
+    def init(self, key: jax.Array, hp: Hyperparameters | None = None) -> TrainState:
+        hp = self.config.hyperparameters() if hp is None else hp
+        cfg, env = self.config, self.env
+        key, actor_key, reward_key, cost_key, env_key = jax.random.split(key, 5)
+        dummy_obs = jnp.zeros((1, env.observation_size), jnp.float32)
+        actor_params = self.networks.actor.init(actor_key, dummy_obs)
+        critic_params = {
+            "reward": self.networks.critic.init(reward_key, dummy_obs),
+            "cost": self.networks.critic.init(cost_key, dummy_obs),
+        }
+        optimizer = make_optimizer(cfg.max_grad_norm)
+        learner = LearnerState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            actor_opt_state=init_optimizer(optimizer, actor_params, hp.actor_lr),
+            critic_opt_state=init_optimizer(optimizer, critic_params, hp.critic_lr),
+        )
+        return TrainState(
+            learner=learner,
+            lagrange=_lagrange(cfg, hp).init(),
+            obs_stats=init_statistics(env.observation_size),
+            env_state=reset_batch(env, env_key, cfg.num_envs),
+            tracker=init_tracker(cfg.num_envs),
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            cumulative_cost=jnp.zeros((), jnp.float32),
+            samples_seen=jnp.zeros((), jnp.float32),
+        )
+
+    # ----- the policy as used for acting ----------------------------------------------
+    def _normalize(self, stats: RunningStatistics, obs: jax.Array) -> jax.Array:
+        return normalize(stats, obs) if self.config.normalize_observations else obs
+
+    def policy(self, state: TrainState, deterministic: bool = False):
+        """obs, key -> (action, log_prob) with the current parameters and statistics."""
+        actor, params, stats = self.networks.actor, state.learner.actor_params, state.obs_stats
+
+        def act(obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+            mean, log_std = actor.apply(params, self._normalize(stats, obs))
+            if deterministic:
+                return mean, gaussian_log_prob(mean, log_std, mean)
+            action = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+            return action, gaussian_log_prob(mean, log_std, action)
+
+        return act
+
+    # ----- one update -----------------------------------------------------------------
+    def update(self, state: TrainState, hp: Hyperparameters | None = None):
+        """Collect one rollout and update; returns (new state, metrics of this update)."""
+        hp = self.config.hyperparameters() if hp is None else hp
+        cfg, networks = self.config, self.networks
+        key, rollout_key, update_key = jax.random.split(state.key, 3)
+        env_state, tracker, traj = rollout(
+            self.env, self.policy(state), state.env_state, state.tracker, rollout_key,
+            cfg.rollout_length, cfg.action_repeat,
+        )
+        stats = state.obs_stats
+        obs = self._normalize(stats, traj.obs)
+        next_obs = self._normalize(stats, traj.next_obs)
+        critic, critic_params = networks.critic, state.learner.critic_params
+        values = critic.apply(critic_params["reward"], obs)
+        next_values = critic.apply(critic_params["reward"], next_obs)
+        cost_values = critic.apply(critic_params["cost"], obs)
+        next_cost_values = critic.apply(critic_params["cost"], next_obs)
+        reward_adv, reward_target = generalized_advantages(
+            traj.reward, values, next_values, traj.terminated, traj.done, cfg.gamma, cfg.gae_lambda
+        )
+        cost_adv, cost_target = generalized_advantages(
+            traj.cost, cost_values, next_cost_values, traj.terminated, traj.done,
+            cfg.cost_gamma, cfg.cost_gae_lambda,
+        )
+
+        # Lagrange multiplier first, on this batch's episode-cost estimate (as in PPO-Lag).
+        episodes = summarize_episodes(tracker)
+        episode_length = getattr(self.env, "episode_length", 1000)
+        cost_rate = traj.cost.mean() / cfg.action_repeat  # cost per environment step
+        rate_estimate = cost_rate * episode_length
+        if cfg.cost_estimator == "episodes":
+            episode_cost_estimate = jnp.where(
+                jnp.isnan(episodes.episode_cost), rate_estimate, episodes.episode_cost
+            )
+        else:
+            episode_cost_estimate = rate_estimate
+        lagrange = _lagrange(cfg, hp).update(state.lagrange, episode_cost_estimate, hp.cost_limit)
+        multiplier = lagrange.multiplier
+
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+        batch = UpdateBatch(
+            obs=flat(obs),
+            action=flat(traj.action),
+            old_log_prob=flat(traj.log_prob),
+            advantage=lagrangian_advantage(
+                standardize(flat(reward_adv)), standardize(flat(cost_adv), center_only=True),
+                multiplier,
+            ),
+            reward_target=flat(reward_target),
+            cost_target=flat(cost_target),
+            cost=flat(traj.cost),
+        )
+        samples_seen = state.samples_seen + cfg.batch_size
+        n_for_delta = samples_seen if cfg.delta_schedule != "quantile_batch" else cfg.batch_size
+        delta = _delta_schedule(cfg, hp)(jnp.asarray(n_for_delta, jnp.float32))
+        learner, update_metrics = self._policy_update(state.learner, batch, update_key, delta, hp)
+
+        old_mean, old_log_std = networks.actor.apply(state.learner.actor_params, batch.obs)
+        new_mean, new_log_std = networks.actor.apply(learner.actor_params, batch.obs)
+        policy_kl = gaussian_kl(old_mean, old_log_std, new_mean, new_log_std).mean()
+
+        step_cost = traj.cost.sum()
+        new_state = TrainState(
+            learner=learner,
+            lagrange=lagrange,
+            obs_stats=update_statistics(stats, traj.obs) if cfg.normalize_observations else stats,
+            env_state=env_state,
+            tracker=tracker,
+            key=key,
+            update_step=state.update_step + 1,
+            cumulative_cost=state.cumulative_cost + step_cost,
+            samples_seen=samples_seen,
+        )
+        metrics = {
+            "episode_return": episodes.episode_return,
+            "episode_cost": episodes.episode_cost,
+            "episode_length": episodes.episode_length,
+            "episodes_completed": episodes.episodes_completed,
+            "cost_rate": cost_rate,
+            "cumulative_cost": new_state.cumulative_cost,
+            "episode_cost_estimate": episode_cost_estimate,
+            "lagrange_multiplier": multiplier,
+            "delta_down": delta,
+            "policy_kl": policy_kl,
+            "policy_std": jnp.exp(new_log_std).mean(),
+            **update_metrics,
+        }
+        return new_state, metrics
+
+    def _policy_update(self, learner, batch, key, delta, hp):
+        if self.config.uses_trpo:
+            from shapo_jax.update.trpo import trpo_update
+
+            return trpo_update(learner, batch, key, delta, hp, self.networks, self.config)
+        return ppo_update(learner, batch, key, delta, hp.rho_critic, self.networks, self.config)
+
+    def run(self, state: TrainState, num_updates: int, hp: Hyperparameters | None = None):
+        """`num_updates` updates in one `lax.scan`; returns (state, stacked metrics)."""
+        hp = self.config.hyperparameters() if hp is None else hp
+        return jax.lax.scan(lambda s, _: self.update(s, hp), state, None, length=num_updates)
+
+    def __call__(self, key: jax.Array, hp: Hyperparameters | None = None):
+        """The whole training run: init, then `config.num_updates` updates."""
+        state = self.init(key, hp)
+        return self.run(state, self.config.num_updates, hp)
+
+    # ----- evaluation -----------------------------------------------------------------
+    def evaluate(
+        self, state: TrainState, key: jax.Array, num_envs: int | None = None
+    ) -> EvalResult:
+        """Mean return and cost of the deterministic (mean-action) policy over one episode."""
+        cfg, env = self.config, self.env
+        num_envs = cfg.eval_envs if num_envs is None else num_envs
+        act = self.policy(state, deterministic=True)
+        horizon = -(-getattr(env, "episode_length", 1000) // cfg.action_repeat)
+        env_state = reset_batch(env, key, num_envs)
+
+        def one_step(carry, _):
+            env_state, ret, cost, alive = carry
+            action, _ = act(env_state.obs, key)
+            env_state, reward, step_cost = step_with_repeat(
+                env, env_state, action, cfg.action_repeat
+            )
+            ret = ret + alive * reward
+            cost = cost + alive * step_cost
+            alive = alive * (1.0 - env_state.done)
+            return (env_state, ret, cost, alive), None
+
+        zeros = jnp.zeros((num_envs,), jnp.float32)
+        (_, ret, cost, _), _ = jax.lax.scan(
+            one_step, (env_state, zeros, zeros, zeros + 1.0), None, length=horizon
+        )
+        return EvalResult(episode_return=ret.mean(), episode_cost=cost.mean())
+
+
+def make_networks(config: TrainConfig, action_size: int) -> Networks:
+    return Networks(
+        actor=GaussianActor(action_size, tuple(config.hidden_sizes), config.activation,
+                            config.init_log_std),
+        critic=Critic(tuple(config.hidden_sizes), config.activation),
+    )
+
+
+def make_train(config: TrainConfig, env: Env) -> Trainer:
+    """Build the training functions for `config` on `env` (see `Trainer`)."""
+    return Trainer(config=config, env=env, networks=make_networks(config, env.action_size))
+
+
+def params_like(tree: ArrayTree) -> ArrayTree:
+    """Abstract shapes of a pytree (for restoring checkpoints)."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)

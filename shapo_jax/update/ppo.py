@@ -1,0 +1,138 @@
+"""(SHAPO-)PPO-Lagrangian update: epochs of shuffled minibatches (paper, Algorithm 4).
+
+For every minibatch: g = grad L_PPO(theta); with SHAPO, epsilon from that minibatch (its own
+g and a Gauss-Newton Fisher on a subsample of it), then g_tilde = grad L_PPO at theta + epsilon
+(ratios still over pi_old) goes into the optax optimiser at theta. The critics take a
+(sharpness-aware) step on the same minibatch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from chex import ArrayTree
+
+from shapo_jax.policy import gaussian_entropy, gaussian_kl, gaussian_log_prob
+from shapo_jax.sharpness import (
+    gaussian_fisher_vector_product,
+    shapo_perturbation,
+    summarize_reweighting,
+)
+from shapo_jax.sharpness.tree_math import tree_add_scaled
+from shapo_jax.training.config import TrainConfig
+from shapo_jax.update.critic import critic_step
+from shapo_jax.update.learner import (
+    LearnerState,
+    Networks,
+    UpdateBatch,
+    make_optimizer,
+    minibatches,
+)
+from shapo_jax.update.losses import clipped_surrogate
+
+
+def ppo_objective(
+    actor_params: ArrayTree, networks: Networks, batch: UpdateBatch, clip: float,
+    entropy_coef: float,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+    """L_PPO (+ entropy bonus) to be maximised; aux: (log_prob, mean, log_std)."""
+    mean, log_std = networks.actor.apply(actor_params, batch.obs)
+    log_prob = gaussian_log_prob(mean, log_std, batch.action)
+    objective = clipped_surrogate(log_prob, batch.old_log_prob, batch.advantage, clip)
+    objective = objective + entropy_coef * gaussian_entropy(log_std).mean()
+    return objective, (log_prob, mean, log_std)
+
+
+def shapo_diagnostics(
+    log_prob: jax.Array, mean: jax.Array, log_std: jax.Array,
+    perturbed_aux: tuple[jax.Array, jax.Array, jax.Array], cost: jax.Array,
+) -> dict[str, jax.Array]:
+    """Per-state sharpness KL(pi_theta || pi_(theta+eps)) and the reweighting w (App. C)."""
+    perturbed_log_prob, perturbed_mean, perturbed_log_std = perturbed_aux
+    weights = jnp.exp(perturbed_log_prob - log_prob)
+    summary = summarize_reweighting(weights, cost)
+    return {
+        "shapo_kl": gaussian_kl(mean, log_std, perturbed_mean, perturbed_log_std).mean(),
+        "shapo_weight_costly": summary.mean_weight_costly,
+        "shapo_weight_safe": summary.mean_weight_safe,
+    }
+
+
+def shapo_policy_gradient(
+    actor_params: ArrayTree,
+    networks: Networks,
+    batch: UpdateBatch,
+    delta: jax.Array,
+    config: TrainConfig,
+) -> tuple[ArrayTree, dict[str, jax.Array]]:
+    """g_tilde = grad L_PPO at theta + epsilon (the SHAPO gradient) and its diagnostics."""
+    objective = lambda p, b: ppo_objective(p, networks, b, config.clip, config.entropy_coef)  # noqa: E731
+    (value, aux), grad = jax.value_and_grad(objective, has_aux=True)(actor_params, batch)
+    fisher_size = max(1, int(round(config.fisher_fraction * batch.obs.shape[0])))
+    fisher_obs = batch.obs[:fisher_size]  # the minibatch is already shuffled
+    fisher_product = gaussian_fisher_vector_product(
+        lambda p: networks.actor.apply(p, fisher_obs), actor_params
+    )
+    epsilon, info = shapo_perturbation(
+        None, None, actor_params, delta, cg_iters=config.cg_iters, damping=config.cg_damping,
+        fisher_product=fisher_product, grad=grad, return_info=True,
+    )
+    perturbed = tree_add_scaled(actor_params, 1.0, epsilon)
+    (perturbed_value, perturbed_aux), perturbed_grad = jax.value_and_grad(
+        objective, has_aux=True
+    )(perturbed, batch)
+    metrics = {
+        "actor_objective": value,
+        "shapo_objective_drop": value - perturbed_value,
+        "shapo_g_dot_x": info.g_dot_x,
+        "shapo_predicted_kl": info.predicted_kl,
+        "shapo_cg_residual": info.cg_residual,
+        **shapo_diagnostics(*aux, perturbed_aux, batch.cost),
+    }
+    return perturbed_grad, metrics
+
+
+def ppo_update(
+    learner: LearnerState,
+    batch: UpdateBatch,
+    key: jax.Array,
+    delta: jax.Array,
+    rho: jax.Array,
+    networks: Networks,
+    config: TrainConfig,
+) -> tuple[LearnerState, dict[str, jax.Array]]:
+    """`update_epochs` passes of `num_minibatches` minibatches; returns mean metrics."""
+    optimizer = make_optimizer(config.max_grad_norm)
+
+    def minibatch_step(learner: LearnerState, minibatch: UpdateBatch):
+        if config.uses_shapo:
+            grad, metrics = shapo_policy_gradient(
+                learner.actor_params, networks, minibatch, delta, config
+            )
+        else:
+            objective = lambda p: ppo_objective(  # noqa: E731
+                p, networks, minibatch, config.clip, config.entropy_coef
+            )
+            (value, _), grad = jax.value_and_grad(objective, has_aux=True)(learner.actor_params)
+            metrics = {"actor_objective": value}
+        ascent = jax.tree_util.tree_map(jnp.negative, grad)  # optax minimises
+        updates, actor_opt_state = optimizer.update(
+            ascent, learner.actor_opt_state, learner.actor_params
+        )
+        actor_params = optax.apply_updates(learner.actor_params, updates)
+        critic_params, critic_opt_state, critic_metrics = critic_step(
+            learner.critic_params, learner.critic_opt_state, optimizer, networks, minibatch, rho,
+            sharpness_aware=config.uses_shapo,
+        )
+        learner = LearnerState(actor_params, critic_params, actor_opt_state, critic_opt_state)
+        return learner, {**metrics, **critic_metrics}
+
+    def epoch(learner: LearnerState, epoch_key: jax.Array):
+        return jax.lax.scan(
+            minibatch_step, learner, minibatches(batch, epoch_key, config.num_minibatches)
+        )
+
+    learner, metrics = jax.lax.scan(epoch, learner, jax.random.split(key, config.update_epochs))
+    # nanmean: a minibatch without costly samples has no mean weight over them.
+    return learner, jax.tree_util.tree_map(jnp.nanmean, metrics)
