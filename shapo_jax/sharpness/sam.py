@@ -13,7 +13,21 @@ import jax
 import jax.numpy as jnp
 from chex import ArrayTree
 
-from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_norm
+from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_norm, tree_select
+
+
+def isolated_value_and_grad(
+    loss_fn: Callable[..., Any], params: ArrayTree, *args: Any, has_aux: bool = False
+) -> tuple[Any, ArrayTree]:
+    """`jax.value_and_grad` behind an optimisation barrier.
+
+    XLA may fuse (and so round) the same gradient differently when other work consumes it;
+    the barrier keeps the plain gradient's program identical whether or not a sharpness-aware
+    step follows, so rho = 0 (or delta_down = 0) reproduces plain descent bit for bit.
+    """
+    params, args = jax.lax.optimization_barrier((params, args))
+    out = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *args)
+    return jax.lax.optimization_barrier(out)
 
 
 def sharpness_aware_value_and_grad(
@@ -27,14 +41,16 @@ def sharpness_aware_value_and_grad(
 
     The value (and aux) are those at the unperturbed `params`; the gradient is SAM's.
     """
-    value, grad = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *args)
+    value, grad = isolated_value_and_grad(loss_fn, params, *args, has_aux=has_aux)
     norm = tree_norm(grad)
     scale = jnp.where(norm > 0, rho / jnp.where(norm > 0, norm, 1.0), 0.0)
     perturbed = tree_add_scaled(params, scale, grad)
     sam_grad = jax.grad(loss_fn, has_aux=has_aux)(perturbed, *args)
     if has_aux:
         sam_grad = sam_grad[0]
-    return value, sam_grad
+    # rho = 0: return the plain gradient itself, so the result is bitwise that of plain
+    # descent whatever XLA makes of the (mathematically identical) second evaluation.
+    return value, tree_select(scale > 0, sam_grad, grad)
 
 
 def sharpness_aware_gradient(

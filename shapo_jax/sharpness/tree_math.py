@@ -29,3 +29,8 @@ def tree_norm(a: ArrayTree) -> jax.Array:
 def tree_all_finite(a: ArrayTree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(a)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def tree_select(pred: jax.Array, on_true: ArrayTree, on_false: ArrayTree) -> ArrayTree:
+    """Leafwise `where(pred, on_true, on_false)` for a scalar predicate."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)

@@ -7,7 +7,7 @@ import jax
 import optax
 from chex import ArrayTree
 
-from shapo_jax.sharpness import sharpness_aware_value_and_grad
+from shapo_jax.sharpness.sam import isolated_value_and_grad, sharpness_aware_value_and_grad
 from shapo_jax.update.learner import Networks, UpdateBatch
 from shapo_jax.update.losses import value_loss
 
@@ -39,8 +39,8 @@ def critic_step(
             critic_loss, critic_params, rho, networks, batch, has_aux=True
         )
     else:
-        (_, (reward_loss, cost_loss)), grad = jax.value_and_grad(critic_loss, has_aux=True)(
-            critic_params, networks, batch
+        (_, (reward_loss, cost_loss)), grad = isolated_value_and_grad(
+            critic_loss, critic_params, networks, batch, has_aux=True
         )
     updates, opt_state = optimizer.update(grad, opt_state, critic_params)
     critic_params = optax.apply_updates(critic_params, updates)

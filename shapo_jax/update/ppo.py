@@ -19,7 +19,8 @@ from shapo_jax.sharpness import (
     shapo_perturbation,
     summarize_reweighting,
 )
-from shapo_jax.sharpness.tree_math import tree_add_scaled
+from shapo_jax.sharpness.sam import isolated_value_and_grad
+from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_select
 from shapo_jax.training.config import TrainConfig
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import (
@@ -68,7 +69,7 @@ def shapo_policy_gradient(
 ) -> tuple[ArrayTree, dict[str, jax.Array]]:
     """g_tilde = grad L_PPO at theta + epsilon (the SHAPO gradient) and its diagnostics."""
     objective = lambda p, b: ppo_objective(p, networks, b, config.clip, config.entropy_coef)  # noqa: E731
-    (value, aux), grad = jax.value_and_grad(objective, has_aux=True)(actor_params, batch)
+    (value, aux), grad = isolated_value_and_grad(objective, actor_params, batch, has_aux=True)
     fisher_size = max(1, int(round(config.fisher_fraction * batch.obs.shape[0])))
     fisher_obs = batch.obs[:fisher_size]  # the minibatch is already shuffled
     fisher_product = gaussian_fisher_vector_product(
@@ -90,7 +91,9 @@ def shapo_policy_gradient(
         "shapo_cg_residual": info.cg_residual,
         **shapo_diagnostics(*aux, perturbed_aux, batch.cost),
     }
-    return perturbed_grad, metrics
+    # delta = 0 means epsilon = 0: hand back the plain gradient itself, so SHAPO-PPO-Lag at
+    # delta_down = 0 is PPO-Lag bit for bit, however XLA fuses the second evaluation.
+    return tree_select(delta > 0, perturbed_grad, grad), metrics
 
 
 def ppo_update(
@@ -114,7 +117,9 @@ def ppo_update(
             objective = lambda p: ppo_objective(  # noqa: E731
                 p, networks, minibatch, config.clip, config.entropy_coef
             )
-            (value, _), grad = jax.value_and_grad(objective, has_aux=True)(learner.actor_params)
+            (value, _), grad = isolated_value_and_grad(
+                objective, learner.actor_params, has_aux=True
+            )
             metrics = {"actor_objective": value}
         ascent = jax.tree_util.tree_map(jnp.negative, grad)  # optax minimises
         updates, actor_opt_state = optimizer.update(

@@ -29,7 +29,8 @@ from flax import struct
 from shapo_jax.policy import gaussian_kl, gaussian_log_prob
 from shapo_jax.sharpness import gaussian_fisher_vector_product, natural_step, shapo_perturbation
 from shapo_jax.sharpness.fisher import MatVec
-from shapo_jax.sharpness.tree_math import tree_add_scaled
+from shapo_jax.sharpness.sam import isolated_value_and_grad
+from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_select
 from shapo_jax.training.config import Hyperparameters, TrainConfig
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import (
@@ -136,7 +137,7 @@ def trpo_actor_step(
 ) -> tuple[ArrayTree, dict[str, jax.Array]]:
     """The (SHAPO-)TRPO policy step on the full batch; returns (new actor params, metrics)."""
     objective = lambda p: trpo_objective(p, networks, batch)  # noqa: E731
-    (value, aux), grad = jax.value_and_grad(objective, has_aux=True)(actor_params)
+    (value, aux), grad = isolated_value_and_grad(objective, actor_params, has_aux=True)
     _, old_mean, old_log_std = aux
     fisher_product = _fisher_product(
         networks, actor_params, fisher_subsample(batch.obs, config.fisher_fraction)
@@ -159,6 +160,8 @@ def trpo_actor_step(
             shapo_cg_residual=info.cg_residual,
             **shapo_diagnostics(*aux, perturbed_aux, batch.cost),
         )
+        # delta = 0 means epsilon = 0: the plain gradient itself (bitwise TRPO-Lag).
+        ascent_grad = tree_select(delta > 0, ascent_grad, grad)
     else:
         ascent_grad = grad
 
