@@ -48,5 +48,5 @@ def normalize(stats: RunningStatistics, x: jax.Array, clip: float = 10.0) -> jax
     """(x - mean) / std, clipped to +-clip; the identity before any data were seen."""
     std = jnp.sqrt(stats.variance + 1e-8)
     seen = stats.count > 0
-    normalized = jnp.where(seen, (x - stats.mean) / std, x)
-    return jnp.clip(normalized, -clip, clip)
+    normalized = jnp.clip((x - stats.mean) / std, -clip, clip)
+    return jnp.where(seen, normalized, x)

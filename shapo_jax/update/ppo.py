@@ -8,6 +8,8 @@ g and a Gauss-Newton Fisher on a subsample of it), then g_tilde = grad L_PPO at 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -21,7 +23,6 @@ from shapo_jax.sharpness import (
 )
 from shapo_jax.sharpness.sam import isolated_value_and_grad
 from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_select
-from shapo_jax.training.config import TrainConfig
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import (
     LearnerState,
@@ -31,6 +32,9 @@ from shapo_jax.update.learner import (
     minibatches,
 )
 from shapo_jax.update.losses import clipped_surrogate
+
+if TYPE_CHECKING:  # annotations only: importing it here would be circular
+    from shapo_jax.training.config import TrainConfig
 
 
 def ppo_objective(

@@ -19,6 +19,7 @@ TRPO-Lag.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import chex
 import jax
@@ -31,7 +32,6 @@ from shapo_jax.sharpness import gaussian_fisher_vector_product, natural_step, sh
 from shapo_jax.sharpness.fisher import MatVec
 from shapo_jax.sharpness.sam import isolated_value_and_grad
 from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_select
-from shapo_jax.training.config import Hyperparameters, TrainConfig
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import (
     LearnerState,
@@ -42,6 +42,9 @@ from shapo_jax.update.learner import (
 )
 from shapo_jax.update.losses import importance_surrogate
 from shapo_jax.update.ppo import shapo_diagnostics
+
+if TYPE_CHECKING:  # annotations only: importing it here would be circular
+    from shapo_jax.training.config import Hyperparameters, TrainConfig
 
 
 @struct.dataclass
