@@ -96,12 +96,7 @@ class Trainer:
         hp = self.config.hyperparameters() if hp is None else hp
         cfg, env = self.config, self.env
         key, actor_key, reward_key, cost_key, env_key = jax.random.split(key, 5)
-        dummy_obs = jnp.zeros((1, env.observation_size), jnp.float32)
-        actor_params = self.networks.actor.init(actor_key, dummy_obs)
-        critic_params = {
-            "reward": self.networks.critic.init(reward_key, dummy_obs),
-            "cost": self.networks.critic.init(cost_key, dummy_obs),
-        }
+        actor_params, critic_params = self._init_params(actor_key, reward_key, cost_key)
         optimizer = make_optimizer(cfg.max_grad_norm)
         learner = LearnerState(
             actor_params=actor_params,
@@ -120,6 +115,29 @@ class Trainer:
             cumulative_cost=jnp.zeros((), jnp.float32),
             samples_seen=jnp.zeros((), jnp.float32),
         )
+
+    def _init_params(self, actor_key: jax.Array, reward_key: jax.Array, cost_key: jax.Array):
+        """Actor and {reward, cost} critic parameters.
+
+        The orthogonal initialiser runs a QR factorisation. Under `jax.vmap` (over seeds or
+        settings) that becomes a batched LAPACK call, which XLA:CPU splits over the same
+        thread pool that runs the program: with few cores every worker can end up waiting on
+        sub-tasks queued behind it, and the process hangs. `sequential_vmap` initialises the
+        members one after another instead (unbatched QR: the same numbers as a single run).
+        """
+        networks, obs_size = self.networks, self.env.observation_size
+
+        @jax.custom_batching.sequential_vmap
+        def init_params(actor_key, reward_key, cost_key):
+            dummy_obs = jnp.zeros((1, obs_size), jnp.float32)
+            actor_params = networks.actor.init(actor_key, dummy_obs)
+            critic_params = {
+                "reward": networks.critic.init(reward_key, dummy_obs),
+                "cost": networks.critic.init(cost_key, dummy_obs),
+            }
+            return actor_params, critic_params
+
+        return init_params(actor_key, reward_key, cost_key)
 
     # ----- the policy as used for acting ----------------------------------------------
     def _normalize(self, stats: RunningStatistics, obs: jax.Array) -> jax.Array:
