@@ -46,8 +46,6 @@ class Runner:
                    if hyperparameters is None else hyperparameters)
         self.checkpointer = Checkpointer(self.out / "checkpoints")
         self.writer = MetricsWriter(self.out / "metrics.jsonl")
-        if resume and self.checkpointer.latest_step() is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
         self.resume = resume
 
         init = jax.vmap(self.trainer.init)
@@ -57,6 +55,24 @@ class Runner:
         self._run = {}
         self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, None)))
         self._abstract_state = shape
+        # Resuming reads the checkpoint now, so that a missing, corrupt or mismatched one is
+        # reported when the Runner is built (the CLI's clean error), before anything compiles.
+        self._restored = self._restore() if resume else None
+
+    def _restore(self) -> tuple[int, TrainState]:
+        try:
+            if self.checkpointer.latest_step() is None:
+                raise FileNotFoundError(
+                    f"--resume: no checkpoint under {self.out / 'checkpoints'}"
+                )
+            target = jax.tree_util.tree_map(
+                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                self._abstract_state, self.shardings,
+            )
+            return self.checkpointer.restore(target)
+        except BaseException:
+            self.checkpointer.close()
+            raise
 
     def _run_fn(self, num_updates: int):
         if num_updates not in self._run:
@@ -70,12 +86,9 @@ class Runner:
     def initial_state(self) -> tuple[int, TrainState]:
         """(updates done, state): a fresh state, or the last checkpoint when resuming."""
         if self.resume:
-            target = jax.tree_util.tree_map(
-                lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                self._abstract_state, self.shardings,
-            )
-            step, state = self.checkpointer.restore(target)
-            return step, state
+            restored = self._restored if self._restored is not None else self._restore()
+            self._restored = None  # the run donates this state: hand it out once
+            return restored
         atomic_write_json(self.out / "config.json", self.config.to_dict())
         if self.writer.path.exists():
             self.writer.path.unlink()
@@ -86,6 +99,9 @@ class Runner:
         done, state = self.initial_state()
         if self.resume:
             self.writer.truncate_after(done * cfg.env_steps_per_update)
+            # The run may have been extended (--resume DIR --total-steps N): config.json
+            # describes the run as it continues, so a later plain --resume goes on from here.
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
             self.log(f"resuming {self.out} at update {done} of {cfg.num_updates}")
         self.log(f"{cfg.algo} on {cfg.env}: {cfg.num_seeds} seed(s) x {cfg.num_envs} envs on "
                  f"{self.mesh.devices.size} {jax.devices()[0].platform} device(s), "
