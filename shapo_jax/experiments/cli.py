@@ -1,0 +1,162 @@
+"""`shapo-sweep` and `shapo-plot`: the sweep and its figures from the command line.
+
+    shapo-sweep --algos ppo_lag shapo_ppo_lag --envs TinyHazardNav \\
+        --delta-down 0.002 0.005 --seeds 5 --total-steps 200000 --out runs/sweep
+    shapo-sweep --config sweep.json --out runs/sweep     # flags override the file
+    shapo-sweep --out runs/sweep ...                     # same command again: resumes
+    shapo-plot runs/sweep --out figures/sweep
+
+A config file is JSON with the keys of `SweepSpec.from_dict`: algos, envs, grid (field ->
+values), seeds (count or list), seed (base), set (TrainConfig overrides), env_set (per-task
+overrides), max_group_size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shapo_jax.training.config import ALGORITHMS
+
+GRID_FLAGS = ("delta_down", "rho_critic", "cost_limit", "actor_lr", "critic_lr", "lagrange_lr")
+
+
+def build_sweep_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shapo-sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON sweep file (flags given here override it)")
+    parser.add_argument("--algos", nargs="+", choices=ALGORITHMS)
+    parser.add_argument("--envs", nargs="+", help="environment names (see envs.list_envs())")
+    for field in GRID_FLAGS:
+        parser.add_argument(f"--{field.replace('_', '-')}", nargs="+", type=float,
+                            metavar="V", help=f"values of {field} (grid axis)")
+    parser.add_argument("--seeds", type=int, help="number of seeds: seed .. seed + N - 1")
+    parser.add_argument("--seed-list", nargs="+", type=int, help="explicit seeds")
+    parser.add_argument("--seed", type=int, help="base seed (with --seeds; default 0)")
+    parser.add_argument("--total-steps", type=int, help="environment steps per run")
+    parser.add_argument("--num-envs", type=int, help="parallel environments per run")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="override a TrainConfig field for every run, repeatable")
+    parser.add_argument("--max-group-size", type=int,
+                        help="at most this many runs per compiled program (memory)")
+    parser.add_argument("--out", default="runs/sweep", help="sweep directory")
+    parser.add_argument("--distributed", action="store_true",
+                        help="jax.distributed.initialize() first; each host runs its share")
+    parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The SweepSpec of the config file (if any) overridden by the flags."""
+    from shapo_jax.experiments.grid import SweepSpec
+
+    data: dict[str, Any] = json.loads(Path(args.config).read_text()) if args.config else {}
+    data.setdefault("set", {})
+    data.setdefault("grid", {})
+    data["set"] = dict(data["set"])
+    data["grid"] = dict(data["grid"])
+    if args.algos:
+        data["algos"] = args.algos
+    if args.envs:
+        data["envs"] = args.envs
+    for field in GRID_FLAGS:
+        values = getattr(args, field)
+        if values is not None:
+            data["grid"][field] = values
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if args.seeds is not None:
+        data["seeds"] = args.seeds
+    if args.seed_list is not None:
+        data["seeds"] = args.seed_list
+    if args.total_steps is not None:
+        data["set"]["total_steps"] = args.total_steps
+    if args.num_envs is not None:
+        data["set"]["num_envs"] = args.num_envs
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set expects FIELD=JSON, got {item!r}")
+        field, text = item.split("=", 1)
+        data["set"][field] = _parse_value(text)
+    if args.max_group_size is not None:
+        data["max_group_size"] = args.max_group_size
+    if not data.get("algos") or not data.get("envs"):
+        raise ValueError("give --algos and --envs (or a --config file naming them)")
+    return SweepSpec.from_dict(data)
+
+
+def _fail(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def sweep_main(argv: list[str] | None = None) -> int:
+    """Entry point of `shapo-sweep`."""
+    args = build_sweep_parser().parse_args(argv)
+    from shapo_jax.experiments.grid import expand_grid, group_members
+
+    try:
+        spec = spec_from_args(args)
+        groups = group_members(expand_grid(spec), spec.max_group_size)
+    except (ValueError, TypeError, OSError, json.JSONDecodeError) as error:
+        _fail("shapo-sweep", str(error))
+    if args.dry_run:
+        for group in groups:
+            print(f"{group.group_id}: {group.label}, {group.config.num_updates} updates of "
+                  f"{group.config.env_steps_per_update} env steps")
+        return 0
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+    from shapo_jax.experiments.sweep import run_sweep
+
+    try:
+        result = run_sweep(spec, args.out, progress=None if args.quiet else sys.stderr)
+    except ValueError as error:
+        _fail("shapo-sweep", str(error))
+    print(json.dumps({"out": str(result.out), "table": str(result.table),
+                      "groups": result.groups, "runs_trained": result.runs_trained,
+                      "runs_skipped": result.runs_skipped}, indent=2))
+    return 0
+
+
+def build_plot_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shapo-plot",
+        description="Learning curves and Pareto plots (PNG and PDF) of sweep tables.")
+    parser.add_argument("sources", nargs="+", help="sweep directories or table CSV files")
+    parser.add_argument("--out", default=None, help="figure directory (default SOURCE/figures)")
+    parser.add_argument("--final-fraction", type=float, default=0.1,
+                        help="final values average the last FRACTION of each run's log points")
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    return parser
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """Entry point of `shapo-plot`."""
+    args = build_plot_parser().parse_args(argv)
+    from shapo_jax.experiments.plots import plot_sweep
+
+    source = Path(args.sources[0])
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "figures"
+    try:
+        paths = plot_sweep(*args.sources, out=out, final_fraction=args.final_fraction,
+                           confidence=args.confidence, formats=args.formats)
+    except (ValueError, FileNotFoundError) as error:
+        _fail("shapo-plot", str(error))
+    for path in paths:
+        print(path)
+    return 0

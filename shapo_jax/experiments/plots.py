@@ -1,0 +1,192 @@
+"""Figures of a sweep: learning curves with confidence bands over seeds, and Pareto plots of
+final return against final episode cost and against cumulative training cost (per task)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from shapo_jax.experiments.grid import HP_FIELDS  # noqa: E402
+from shapo_jax.experiments.stats import (  # noqa: E402
+    Setting,
+    final_metrics,
+    learning_curves,
+    pareto_front,
+    summarize_runs,
+)
+from shapo_jax.experiments.table import read_table  # noqa: E402
+
+CURVE_PANELS = (("episode_return", "episode return"), ("episode_cost", "episode cost"),
+                ("cumulative_cost", "cumulative training cost"),
+                ("lagrange_multiplier", "Lagrange multiplier"))
+SHORT = {"delta_down": "delta", "rho_critic": "rho", "cost_limit": "d", "actor_lr": "lr_pi",
+         "critic_lr": "lr_v", "lagrange_lr": "lr_lam"}
+
+
+def varying_fields(settings: Sequence[Setting]) -> list[str]:
+    """The hyperparameter fields that take more than one value among `settings`."""
+    return [f for i, f in enumerate(HP_FIELDS) if len({s[2][i] for s in settings}) > 1]
+
+
+def setting_label(setting: Setting, fields: Sequence[str]) -> str:
+    """'algo field=value ...' naming the setting by the fields that vary in the figure."""
+    values = dict(zip(HP_FIELDS, setting[2], strict=True))
+    parts = [f"{SHORT[f]}={values[f]:g}" for f in fields
+             if not (f in ("delta_down", "rho_critic") and not setting[1].startswith("shapo_"))]
+    return " ".join([setting[1], *parts])
+
+
+def save_figure(fig: plt.Figure, stem: str | os.PathLike,
+                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Save `fig` as stem.<fmt> for each format (atomically: temporary file, rename)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.replace(tmp, path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _colors(labels: Sequence[Any]) -> dict[Any, Any]:
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _cost_limits(rows: list[dict[str, Any]]) -> list[float]:
+    return sorted({float(r["cost_limit"]) for r in rows if math.isfinite(r["cost_limit"])})
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], env: str, stem: str | os.PathLike,
+                         confidence: float = 0.95,
+                         formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Return, episode cost, cumulative cost and lambda against env steps on `env`: the mean
+    over seeds per (algo, setting) and its `confidence` band."""
+    rows = [r for r in rows if r["env"] == env]
+    if not rows:
+        raise ValueError(f"no rows for environment {env!r}")
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6))
+    settings: list[Setting] = []
+    for key, label in CURVE_PANELS:
+        curves = learning_curves(rows, key, confidence)
+        settings = settings or sorted(curves)
+        fields = varying_fields(settings)
+        colors = _colors(settings)
+        ax = axes[[k for k, _ in CURVE_PANELS].index(key)]
+        for setting in settings:
+            steps, mean, low, high = curves[setting]
+            ax.plot(steps, mean, color=colors[setting], lw=1.5,
+                    label=setting_label(setting, fields))
+            ax.fill_between(steps, low, high, color=colors[setting], alpha=0.2, lw=0)
+        if key == "episode_cost":
+            for limit in _cost_limits(rows):
+                ax.axhline(limit, color="k", ls="--", lw=1)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    seeds = len({r["seed"] for r in rows})
+    fig.suptitle(f"{env}: mean and {100 * confidence:g}% confidence band over {seeds} seed(s)")
+    fig.tight_layout()
+    return save_figure(fig, stem, formats)
+
+
+def _front_line(ax: plt.Axes, x: np.ndarray, y: np.ndarray, color: Any) -> None:
+    on = pareto_front(x, y)
+    if on.any():
+        order = np.argsort(x[on])
+        ax.step(x[on][order], y[on][order], where="post", color=color, lw=1.2, alpha=0.8)
+
+
+def plot_pareto(summary: list[dict[str, Any]], env: str, stem: str | os.PathLike,
+                formats: Sequence[str] = ("png", "pdf"), annotate: bool = True,
+                confidence: float = 0.95) -> list[Path]:
+    """Final return against final episode cost (left) and against cumulative training cost
+    (right) on `env`: one point per (algo, setting) with confidence bars over seeds, and each
+    algorithm's Pareto front (lower cost, higher return) drawn as a staircase."""
+    summary = [s for s in summary if s["env"] == env]
+    if not summary:
+        raise ValueError(f"no summary rows for environment {env!r}")
+    algos = sorted({s["algo"] for s in summary})
+    colors = _colors(algos)
+    settings = [(s["env"], s["algo"], tuple(s[f] for f in HP_FIELDS)) for s in summary]
+    fields = varying_fields(settings)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    for ax, (cost_key, xlabel) in zip(axes, [("episode_cost", "final episode cost"),
+                                             ("cumulative_cost", "cumulative training cost")],
+                                      strict=True):
+        for algo in algos:
+            mine = [s for s in summary if s["algo"] == algo]
+            x = np.array([s[cost_key] for s in mine])
+            y = np.array([s["episode_return"] for s in mine])
+            xerr = np.abs(np.array([[s[cost_key] - s[f"{cost_key}_low"],
+                                     s[f"{cost_key}_high"] - s[cost_key]] for s in mine]).T)
+            yerr = np.abs(np.array([[s["episode_return"] - s["episode_return_low"],
+                                     s["episode_return_high"] - s["episode_return"]]
+                                    for s in mine]).T)
+            ax.errorbar(x, y, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o",
+                        color=colors[algo], ms=5, capsize=2, lw=0.8, label=algo)
+            _front_line(ax, x, y, colors[algo])
+            if annotate and fields:
+                for s, xi, yi in zip(mine, x, y, strict=True):
+                    setting = (s["env"], s["algo"], tuple(s[f] for f in HP_FIELDS))
+                    text = setting_label(setting, fields).removeprefix(algo).strip()
+                    if text:
+                        ax.annotate(text, (xi, yi), fontsize=6, xytext=(3, 3),
+                                    textcoords="offset points")
+        if cost_key == "episode_cost":
+            for limit in sorted({s["cost_limit"] for s in summary}):
+                ax.axvline(limit, color="k", ls="--", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("final episode return")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = sorted({s["seeds"] for s in summary})
+    fig.suptitle(f"{env}: Pareto fronts (bars: {100 * confidence:g}% CI over "
+                 f"{'/'.join(map(str, seeds))} seeds)")
+    fig.tight_layout()
+    return save_figure(fig, stem, formats)
+
+
+def write_summary_csv(summary: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """The per-setting summary (means and confidence bounds) as a CSV file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not summary:
+        raise ValueError("empty summary")
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(summary[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(summary)
+    return path
+
+
+def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
+               final_fraction: float = 0.1, confidence: float = 0.95,
+               formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Every figure of a sweep (curves_<env>, pareto_<env>) plus summary.csv under `out`."""
+    rows = read_table(*sources)
+    if not rows:
+        raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
+    summary = summarize_runs(final_metrics(rows, final_fraction), confidence)
+    out = Path(out)
+    paths = [write_summary_csv(summary, out / "summary.csv")]
+    for env in sorted({r["env"] for r in rows}):
+        paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)
+        paths += plot_pareto(summary, env, out / f"pareto_{env}", formats,
+                             confidence=confidence)
+    return paths

@@ -1,0 +1,287 @@
+"""Running a sweep: each group's members vmapped in one compiled program, the env axis sharded
+over this process's devices, rows appended to the table after every log chunk, progress on
+stderr, and resumption of an interrupted sweep.
+
+Resumption: a run counts as done only once its whole group finished and the manifest says so
+(see `table`). Restarting `run_sweep` on the same directory skips every complete run and
+trains the others again from scratch (their partial rows are dropped first); no per-group
+checkpoint is kept, so at most one group's progress per process is repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from shapo_jax.experiments.grid import (
+    Group,
+    Member,
+    SweepSpec,
+    assign_groups,
+    expand_grid,
+    group_members,
+)
+from shapo_jax.experiments.table import (
+    METRIC_COLUMNS,
+    Manifest,
+    TableWriter,
+    completed_runs,
+    manifest_path,
+    table_path,
+)
+from shapo_jax.training.checkpoint import atomic_write_json
+from shapo_jax.training.config import Hyperparameters, TrainConfig, stack_hyperparameters
+from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
+from shapo_jax.training.train import Trainer, make_train
+
+EVAL_SEED_OFFSET = 10_000  # as in the Runner: evaluation keys derive from seed + 10000
+
+
+class _Program:
+    """The jitted functions of one static config on one mesh (compiled once per shape)."""
+
+    def __init__(self, config: TrainConfig, mesh: Mesh):
+        import envs
+
+        self.config, self.mesh = config, mesh
+        check_divisible(config.num_envs, mesh)
+        self.trainer: Trainer = make_train(config, envs.make(config.env))
+        self._init = jax.vmap(self.trainer.init)
+        self._compiled: dict[Any, Any] = {}
+        self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, 0)))
+
+    def shardings(self, keys: jax.Array, hp: Hyperparameters):
+        shape = jax.eval_shape(self._init, keys, hp)
+        return state_sharding(shape, self.mesh, leading_axes=1)
+
+    def init(self, keys: jax.Array, hp: Hyperparameters):
+        key = ("init", keys.shape[0])
+        if key not in self._compiled:
+            shardings = self.shardings(keys, hp)
+            self._compiled[key] = (jax.jit(self._init, out_shardings=shardings), shardings)
+        init, _ = self._compiled[key]
+        return init(keys, hp)
+
+    def compile(self, state, hp: Hyperparameters, num_updates: int):
+        """The compiled `num_updates`-update step for this many members (cached)."""
+        size = jax.tree_util.tree_leaves(hp)[0].shape[0]
+        key = ("run", size, num_updates)
+        if key not in self._compiled:
+            shardings = self._compiled[("init", size)][1]
+            run = jax.vmap(lambda s, h: self.trainer.run(s, num_updates, h))
+            jitted = jax.jit(run, in_shardings=(shardings, None),
+                             out_shardings=(shardings, None), donate_argnums=0)
+            self._compiled[key] = jitted.lower(state, hp).compile()
+        return self._compiled[key]
+
+    def run(self, state, hp: Hyperparameters, num_updates: int):
+        """(state, metrics) after `num_updates` updates of every member."""
+        return self.compile(state, hp, num_updates)(state, hp)
+
+    def evaluate(self, state, keys: jax.Array):
+        return self._evaluate(state, keys)
+
+
+_PROGRAMS: dict[tuple[TrainConfig, tuple[int, ...]], _Program] = {}
+_MAX_PROGRAMS = 16
+
+
+def _program(config: TrainConfig, mesh: Mesh) -> _Program:
+    """Cached per (config, devices): repeated sweeps in one process compile nothing again."""
+    key = (config, tuple(d.id for d in mesh.devices.flat))
+    if key not in _PROGRAMS:
+        if len(_PROGRAMS) >= _MAX_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = _Program(config, mesh)
+    return _PROGRAMS[key]
+
+
+def member_hyperparameters(members: tuple[Member, ...] | list[Member]) -> Hyperparameters:
+    """The members' settings stacked on a leading axis."""
+    return stack_hyperparameters([
+        Hyperparameters(**{k: jnp.float32(v) for k, v in m.hp}) for m in members
+    ])
+
+
+def member_keys(members: tuple[Member, ...] | list[Member]) -> jax.Array:
+    """PRNGKey(seed) per member: seed s here is seed s of `shapo-train --seed s`."""
+    return jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+
+
+class Progress:
+    """A plain-text progress bar on a stream (redrawn in place on a terminal)."""
+
+    def __init__(self, total_steps: int, total_runs: int, stream: TextIO | None = sys.stderr,
+                 width: int = 24):
+        self.total_steps, self.total_runs = max(total_steps, 1), total_runs
+        self.stream, self.width = stream, width
+        self.steps = 0
+        self.runs = 0
+        self.start = time.perf_counter()
+        self.tty = bool(stream is not None and getattr(stream, "isatty", lambda: False)())
+
+    def update(self, steps: int = 0, runs: int = 0, label: str = "", sps: float = 0.0) -> None:
+        self.steps += steps
+        self.runs += runs
+        if self.stream is None:
+            return
+        fraction = min(self.steps / self.total_steps, 1.0)
+        filled = int(round(fraction * self.width))
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / fraction - elapsed if fraction > 0 else math.nan
+        speed = f" | {sps:,.0f} steps/s" if sps else ""
+        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% "
+                f"runs {self.runs}/{self.total_runs} | {label}{speed} | "
+                f"{elapsed:,.0f}s elapsed, eta {eta:,.0f}s")
+        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What a call of `run_sweep` did."""
+
+    out: Path
+    table: Path
+    groups: int  # groups this process ran (at least partly)
+    runs_trained: int
+    runs_skipped: int  # already complete
+    rows_dropped: int  # rows of interrupted runs removed before restarting them
+
+
+ChunkCallback = Callable[[Group, int, list[dict[str, Any]]], None]
+
+
+def _rows(group_members: tuple[Member, ...], metrics: dict[str, np.ndarray], done: int,
+          config: TrainConfig, sps: float) -> list[dict[str, Any]]:
+    env_steps = done * config.env_steps_per_update
+    rows = []
+    for i, member in enumerate(group_members):
+        row: dict[str, Any] = {
+            "group_id": member.group_id, "run_id": member.run_id, "algo": member.algo,
+            "env": member.env, **member.hp_dict, "seed": member.seed, "update": done,
+            "env_steps": env_steps, "sps": sps,
+        }
+        for column in METRIC_COLUMNS:
+            if column in metrics:
+                row[column] = float(metrics[column][i])
+        rows.append(row)
+    return rows
+
+
+def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: TableWriter,
+              manifest: Manifest, progress: Progress | None = None,
+              on_chunk: ChunkCallback | None = None) -> None:
+    """Train `members` (part or all of `group`) in one program, appending rows per log chunk
+    and marking the runs complete at the end."""
+    config = group.config
+    program = _program(config, mesh)
+    hp = member_hyperparameters(members)
+    state = program.init(member_keys(members), hp)
+    seeds = np.array([m.seed for m in members])
+    done = log_index = 0
+    while done < config.num_updates:
+        chunk = min(config.updates_per_log, config.num_updates - done)
+        step = program.compile(state, hp, chunk)  # compile time stays out of the throughput
+        tic = time.perf_counter()
+        state, metrics = step(state, hp)
+        last = jax.device_get(jax.tree_util.tree_map(lambda x: x[:, -1], metrics))
+        elapsed = max(time.perf_counter() - tic, 1e-9)
+        done += chunk
+        log_index += 1
+        if log_index % config.eval_every == 0 or done == config.num_updates:
+            keys = jnp.stack([
+                jax.random.fold_in(jax.random.PRNGKey(int(s) + EVAL_SEED_OFFSET), done)
+                for s in seeds
+            ])
+            result = jax.device_get(program.evaluate(state, keys))
+            last["eval_return"] = np.asarray(result.episode_return)
+            last["eval_cost"] = np.asarray(result.episode_cost)
+        run_steps = chunk * config.env_steps_per_update
+        rows = _rows(members, last, done, config, run_steps / elapsed)
+        writer.append(rows)
+        if progress is not None:
+            progress.update(steps=run_steps * len(members),
+                            label=f"{group.label} {done}/{config.num_updates}",
+                            sps=run_steps * len(members) / elapsed)
+        if on_chunk is not None:
+            on_chunk(group, done, rows)
+    env_steps = done * config.env_steps_per_update
+    manifest.mark_complete([
+        {"run_id": m.run_id, "group_id": m.group_id, "env_steps": env_steps} for m in members
+    ])
+    if progress is not None:
+        progress.update(runs=len(members), label=f"{group.label} done")
+
+
+def plan(spec: SweepSpec, process_index: int = 0, process_count: int = 1) -> list[Group]:
+    """This process's groups of the sweep, before skipping complete runs."""
+    groups = group_members(expand_grid(spec), spec.max_group_size)
+    return assign_groups(groups, process_index, process_count)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices: list | None = None,
+    progress: TextIO | None = sys.stderr,
+    on_chunk: ChunkCallback | None = None,
+) -> SweepResult:
+    """Run (or resume) the sweep `spec` in directory `out`; see the module docstring.
+
+    process_index/process_count default to jax.process_index()/jax.process_count(); each
+    process runs its strided share of the groups on `devices` (default: its local devices).
+    `on_chunk(group, updates_done, rows)` is called after each log chunk's rows are written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if index == 0:
+        atomic_write_json(out / "sweep.json", spec.to_dict())
+    mesh = make_mesh(jax.local_devices() if devices is None else devices)
+    groups = plan(spec, index, count)
+
+    writer = TableWriter(table_path(out, index, count))
+    manifest = Manifest(manifest_path(out, index, count))
+    # Own rows are trusted only for runs this process itself recorded complete.
+    dropped = writer.keep_runs(manifest.completed())
+    complete = completed_runs(out)
+    pending = [(g, tuple(m for m in g.members if m.run_id not in complete)) for g in groups]
+    pending = [(g, members) for g, members in pending if members]
+    skipped = sum(len(g.members) for g in groups) - sum(len(m) for _, m in pending)
+
+    total_steps = sum(len(m) * g.config.num_updates * g.config.env_steps_per_update
+                      for g, m in pending)
+    bar = Progress(total_steps, sum(len(m) for _, m in pending), progress)
+    if progress is not None:
+        progress.write(f"sweep {out}: {len(pending)} group(s), "
+                       f"{sum(len(m) for _, m in pending)} run(s) to train, {skipped} complete, "
+                       f"on {mesh.devices.size} {mesh.devices.flat[0].platform} device(s)"
+                       f"{f' (process {index} of {count})' if count > 1 else ''}\n")
+    try:
+        for group, members in pending:
+            run_group(group, members, mesh, writer, manifest, bar, on_chunk)
+    finally:
+        bar.close()
+    return SweepResult(out=out, table=writer.path, groups=len(pending),
+                       runs_trained=sum(len(m) for _, m in pending), runs_skipped=skipped,
+                       rows_dropped=dropped)

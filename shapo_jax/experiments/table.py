@@ -1,0 +1,181 @@
+"""The sweep's tidy table: one CSV row per run and log point, appended as each log chunk
+finishes, plus a completion manifest.
+
+Durability: every append writes whole rows in one call, then flushes and fsyncs; a run is
+recorded complete in the manifest (`complete.jsonl`, also fsynced) only after all its rows
+are on disk. When a sweep restarts, the table is rewritten atomically (temporary file and
+rename) keeping only the rows of complete runs, so a torn last line or the rows of an
+interrupted run are dropped and that run is trained again from scratch: nothing is lost and
+nothing is duplicated.
+
+Under `jax.distributed` every process writes its own pair of files, `table.p<i>.csv` and
+`complete.p<i>.jsonl`; readers take all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from shapo_jax.experiments.grid import HP_FIELDS
+from shapo_jax.training.checkpoint import atomic_write_text
+
+ID_COLUMNS = ("group_id", "run_id", "algo", "env")
+INT_COLUMNS = ("seed", "update", "env_steps")
+METRIC_COLUMNS = (
+    "episode_return", "episode_cost", "cost_rate", "cumulative_cost", "lagrange_multiplier",
+    "eval_return", "eval_cost", "episode_length", "episodes_completed", "policy_kl",
+    "shapo_kl", "shapo_weight_costly", "shapo_weight_safe", "sps",
+)
+COLUMNS: tuple[str, ...] = ID_COLUMNS + HP_FIELDS + INT_COLUMNS + METRIC_COLUMNS
+FLOAT_COLUMNS = HP_FIELDS + METRIC_COLUMNS
+
+
+def _suffix(process_index: int, process_count: int) -> str:
+    return "" if process_count <= 1 else f".p{process_index}"
+
+
+def table_path(out: str | Path, process_index: int = 0, process_count: int = 1) -> Path:
+    return Path(out) / f"table{_suffix(process_index, process_count)}.csv"
+
+
+def manifest_path(out: str | Path, process_index: int = 0, process_count: int = 1) -> Path:
+    return Path(out) / f"complete{_suffix(process_index, process_count)}.jsonl"
+
+
+def table_paths(source: str | Path) -> list[Path]:
+    """The table files of a sweep directory (all processes), or [source] for a CSV file."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(source.glob("table*.csv"))
+        if not paths:
+            raise FileNotFoundError(f"no table*.csv in {source}: not a sweep directory")
+        return paths
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    return [source]
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def format_rows(rows: Iterable[dict[str, Any]], header: bool = False) -> str:
+    """CSV text of `rows` (columns COLUMNS; missing or non-finite values are empty cells)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_format(row.get(column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def _parse(row: list[str]) -> dict[str, Any] | None:
+    if len(row) != len(COLUMNS):
+        return None
+    out: dict[str, Any] = {}
+    try:
+        for column, text in zip(COLUMNS, row, strict=True):
+            if column in INT_COLUMNS:
+                out[column] = int(text)
+            elif column in FLOAT_COLUMNS:
+                out[column] = float(text) if text else math.nan
+            else:
+                out[column] = text
+    except ValueError:
+        return None
+    return out
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Complete rows of one table file (a torn or malformed line is skipped)."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return []
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"{path}: unexpected header; expected the columns {list(COLUMNS)}")
+        return [parsed for parsed in map(_parse, reader) if parsed is not None]
+
+
+def read_table(*sources: str | Path) -> list[dict[str, Any]]:
+    """All rows of one or more sweep directories or CSV files (NaN for empty metric cells)."""
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        for path in table_paths(source):
+            rows.extend(read_rows(path))
+    return rows
+
+
+class TableWriter:
+    """Appends whole rows to one table file, flushed and fsynced per call."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            atomic_write_text(self.path, format_rows([], header=True))
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        text = format_rows(rows)
+        with open(self.path, "a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def keep_runs(self, run_ids: set[str]) -> int:
+        """Atomically rewrite the table with only the rows of `run_ids`; returns rows dropped."""
+        rows = read_rows(self.path)
+        kept = [row for row in rows if row["run_id"] in run_ids]
+        with open(self.path) as handle:
+            lines = sum(1 for _ in handle) - 1
+        if lines != len(kept):
+            atomic_write_text(self.path, format_rows(kept, header=True))
+        return lines - len(kept)
+
+
+class Manifest:
+    """The runs this process completed, one JSON object per line (fsynced)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def completed(self) -> set[str]:
+        return _read_manifest(self.path)
+
+    def mark_complete(self, entries: list[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _read_manifest(path: Path) -> set[str]:
+    done: set[str] = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                done.add(json.loads(line)["run_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def completed_runs(out: str | Path) -> set[str]:
+    """Runs recorded complete by any process of the sweep in `out`."""
+    done: set[str] = set()
+    for path in sorted(Path(out).glob("complete*.jsonl")):
+        done |= _read_manifest(path)
+    return done
