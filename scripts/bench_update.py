@@ -9,7 +9,10 @@ For every environment and algorithm (ppo_lag, shapo_ppo_lag, trpo_lag, shapo_trp
               `--updates` updates after a warm-up call;
   step_ms     one whole update (rollout, advantages, multiplier, policy and critic update);
   update_ms   the policy and critic update alone (no rollout), on a batch of the same shape
-              (random observations, actions drawn from the policy, random advantages).
+              (random observations, actions drawn from the policy, random advantages);
+  env_sps     the raw environment step rate of the same batch: the same `rollout` (auto-reset,
+              episode bookkeeping) with uniformly random actions and no learning, so
+              sps / env_sps is the share of the time the environments get.
 Environments not registered (yet) are reported and skipped.
 """
 
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
+from shapo_jax.rollout import init_tracker, reset_batch, rollout
 from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.training.config import ALGORITHMS
 from shapo_jax.update.learner import UpdateBatch
@@ -52,6 +56,26 @@ def synthetic_batch(trainer, state, key: jax.Array) -> UpdateBatch:
     )
 
 
+def raw_env_sps(env, num_envs: int, rollout_length: int, repeats: int) -> float:
+    """Environment steps per second of `rollout` with uniformly random actions."""
+
+    def random_policy(obs, key):
+        action = jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1, maxval=1)
+        return action, jnp.zeros(obs.shape[0])
+
+    @jax.jit
+    def collect(env_state, tracker, key):
+        env_state, tracker, traj = rollout(
+            env, random_policy, env_state, tracker, key, rollout_length
+        )
+        return env_state, tracker, traj.reward.sum()
+
+    env_state = reset_batch(env, jax.random.PRNGKey(0), num_envs)
+    seconds = timed(collect, env_state, init_tracker(num_envs), jax.random.PRNGKey(1),
+                    repeats=repeats)
+    return num_envs * rollout_length / seconds
+
+
 def bench(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, float]:
     config = TrainConfig(env=env_name, algo=algo, num_envs=args.num_envs,
                          rollout_length=args.rollout_length)
@@ -78,6 +102,7 @@ def bench(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, float
     }
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["TinyHazardNav", "SafetyPointGoal1"])
@@ -91,18 +116,20 @@ def main() -> None:
     print(f"jax {jax.__version__}, {len(jax.devices())} x {device.platform} "
           f"({device.device_kind}); {args.num_envs} envs x {args.rollout_length} steps "
           f"= {args.num_envs * args.rollout_length} steps per update")
-    print("| env | algo | compile s | env steps/s | step ms | update ms |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| env | algo | compile s | train env steps/s | step ms | update ms | raw env steps/s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for env_name in args.envs:
         try:
             envs.make(env_name)
         except ValueError as error:
             print(f"| {env_name} | skipped: {error} ||||")
             continue
+        env_sps = raw_env_sps(envs.make(env_name), args.num_envs, args.rollout_length,
+                              args.repeats)
         for algo in args.algos:
             r = bench(env_name, algo, args)
             print(f"| {env_name} | {algo} | {r['compile_s']:.1f} | {r['sps']:,.0f} | "
-                  f"{r['step_ms']:.0f} | {r['update_ms']:.0f} |", flush=True)
+                  f"{r['step_ms']:.0f} | {r['update_ms']:.0f} | {env_sps:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

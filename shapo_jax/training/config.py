@@ -113,13 +113,18 @@ class TrainConfig:
         return self.batch_size * self.action_repeat
 
     @property
-    def num_updates(self) -> int:
-        return max(1, math.ceil(self.total_steps / self.env_steps_per_update))
+    def updates_per_log(self) -> int:
+        """Updates per compiled call; metrics are logged after each call."""
+        needed = max(1, math.ceil(self.total_steps / self.env_steps_per_update))
+        updates = round(self.log_every_steps / self.env_steps_per_update)
+        return max(1, min(needed, updates))
 
     @property
-    def updates_per_log(self) -> int:
-        updates = round(self.log_every_steps / self.env_steps_per_update)
-        return max(1, min(self.num_updates, updates))
+    def num_updates(self) -> int:
+        """Updates of the run: total_steps rounded up to whole log chunks, so one compiled
+        program of `updates_per_log` updates serves the whole run."""
+        needed = max(1, math.ceil(self.total_steps / self.env_steps_per_update))
+        return math.ceil(needed / self.updates_per_log) * self.updates_per_log
 
     def validate(self) -> None:
         """Raise ValueError naming the bad setting and what would be valid."""

@@ -53,6 +53,8 @@ class Runner:
         self.shardings = state_sharding(shape, self.mesh, leading_axes=1)
         self._init = jax.jit(init, out_shardings=self.shardings)
         self._run = {}
+        self.compile_seconds = 0.0
+        self._first_update = 0
         self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, None)))
         self._abstract_state = shape
         # Resuming reads the checkpoint now, so that a missing, corrupt or mismatched one is
@@ -74,13 +76,18 @@ class Runner:
             self.checkpointer.close()
             raise
 
-    def _run_fn(self, num_updates: int):
+    def _run_fn(self, num_updates: int, state: TrainState):
+        """The compiled program of `num_updates` updates (compiled ahead of time, timed)."""
         if num_updates not in self._run:
             run = jax.vmap(lambda s, hp: self.trainer.run(s, num_updates, hp))
+            tic = time.perf_counter()
             self._run[num_updates] = jax.jit(
                 run, in_shardings=(self.shardings, None),
                 out_shardings=(self.shardings, None), donate_argnums=0,
-            )
+            ).lower(state, self.hp).compile()
+            seconds = time.perf_counter() - tic
+            self.compile_seconds += seconds
+            self.log(f"compiled {num_updates} update(s) per call in {seconds:.1f} s")
         return self._run[num_updates]
 
     def initial_state(self) -> tuple[int, TrainState]:
@@ -107,12 +114,14 @@ class Runner:
                  f"{self.mesh.devices.size} {jax.devices()[0].platform} device(s), "
                  f"{cfg.num_updates} updates of {cfg.env_steps_per_update} env steps")
         log_index = done // cfg.updates_per_log
+        self._first_update = done
         last_records: list[dict[str, Any]] = []
         start = time.perf_counter()
         while done < cfg.num_updates:
             chunk = min(cfg.updates_per_log, cfg.num_updates - done)
+            run = self._run_fn(chunk, state)
             tic = time.perf_counter()
-            state, metrics = self._run_fn(chunk)(state, self.hp)
+            state, metrics = run(state, self.hp)
             last = jax.tree_util.tree_map(lambda x: x[:, -1], metrics)
             last = jax.device_get(last)
             elapsed = time.perf_counter() - tic
@@ -130,7 +139,8 @@ class Runner:
             self.writer.write(last_records)
             if log_index % cfg.checkpoint_every == 0 or done == cfg.num_updates:
                 self.checkpointer.save(done, state)
-            self._progress(done, env_steps, last_records, sps, time.perf_counter() - start)
+            self._progress(done, env_steps, last_records, sps,
+                           time.perf_counter() - start - self.compile_seconds)
         self.checkpointer.close()
         records = read_metrics(self.writer.path)
         if plot and records:
@@ -140,14 +150,20 @@ class Runner:
 
     def _progress(self, done, env_steps, records, sps, wall) -> None:
         cfg = self.config
-        mean = lambda key: np.nanmean([r[key] if r[key] is not None else np.nan  # noqa: E731
-                                       for r in records])
-        remaining = wall / max(done, 1) * (cfg.num_updates - done) if done else 0.0
-        with np.errstate(all="ignore"):
-            self.log(f"[{done:>5}/{cfg.num_updates}] steps {env_steps:>11,} | "
-                     f"return {mean('episode_return'):8.2f} | cost {mean('episode_cost'):7.2f} | "
-                     f"lambda {mean('lagrange_multiplier'):6.3f} | {sps:10,.0f} steps/s | "
-                     f"eta {remaining:5.0f}s")
+
+        def mean(key: str, width: int, digits: int) -> str:
+            values = [r[key] for r in records if r.get(key) is not None and np.isfinite(r[key])]
+            return f"{np.mean(values):{width}.{digits}f}" if values else "-".rjust(width)
+
+        done_now = done - self._first_update
+        remaining = wall / done_now * (cfg.num_updates - done) if done_now else 0.0
+        # Episode return and cost appear once episodes finish; until then the cost column's
+        # estimate (cost rate x episode length, what the multiplier sees) shows the trend.
+        self.log(f"[{done:>5}/{cfg.num_updates}] steps {env_steps:>11,} | "
+                 f"return {mean('episode_return', 8, 2)} | cost {mean('episode_cost', 7, 2)} "
+                 f"(est {mean('episode_cost_estimate', 7, 2)}) | "
+                 f"lambda {mean('lagrange_multiplier', 6, 3)} | {sps:10,.0f} steps/s | "
+                 f"eta {remaining:5.0f}s")
         sys.stdout.flush()
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -160,4 +176,5 @@ class Runner:
             if values:
                 out[key] = float(np.mean(values))
         out["cost_limit"] = cfg.cost_limit
+        out["compile_seconds"] = round(self.compile_seconds, 1)
         return out
