@@ -1,0 +1,158 @@
+"""The jitted trainer: SHAPO at zero radius is PPO-Lag, vmap over seeds and settings, learning."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_policy_return
+
+import envs
+from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
+
+# lagrange_init 0.5: the cost advantage weighs in the Lagrangian advantage from the start.
+SMALL = dict(env="TinyHazardNav", num_envs=32, rollout_length=50, num_minibatches=4,
+             update_epochs=2, cost_limit=2.0, lagrange_init=0.5)
+UPDATES = 3
+DELTA = 0.02
+
+
+@functools.cache
+def jitted(algo: str, **overrides):
+    """(trainer, jitted init, jitted run of UPDATES updates) for SMALL; hp is an argument."""
+    config = TrainConfig(**SMALL, algo=algo, **overrides)
+    trainer = make_train(config, envs.make("TinyHazardNav"))
+    run = jax.jit(lambda state, hp: trainer.run(state, UPDATES, hp))
+    return trainer, jax.jit(trainer.init), run
+
+
+def hyperparameters(config: TrainConfig, delta_down: float, rho_critic: float):
+    return config.hyperparameters().replace(delta_down=jnp.float32(delta_down),
+                                            rho_critic=jnp.float32(rho_critic))
+
+
+def train(algo: str, seed: int, delta_down: float = 0.0, rho_critic: float = 0.0):
+    trainer, init, run = jitted(algo, delta_down=0.0, rho_critic=0.0)
+    hp = hyperparameters(trainer.config, delta_down, rho_critic)
+    return run(init(jax.random.PRNGKey(seed), hp), hp)
+
+
+def assert_trees_equal(a, b) -> None:
+    leaves = jax.tree_util.tree_leaves_with_path(a)
+    for (path, x), y in zip(leaves, jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y),
+                                      err_msg=jax.tree_util.keystr(path))
+
+
+# ----- delta_down = 0 and rho_critic = 0: SHAPO-PPO-Lag is PPO-Lag ---------------------
+
+
+def test_shapo_ppo_with_zero_radius_is_ppo_lag_bit_for_bit():
+    plain, plain_metrics = train("ppo_lag", seed=3)
+    shapo, shapo_metrics = train("shapo_ppo_lag", seed=3)
+    # Every leaf of the state: actor, critics, both optimisers, lambda, statistics, envs.
+    assert_trees_equal(plain, shapo)
+    shared = sorted(set(plain_metrics) & set(shapo_metrics))
+    assert {"episode_return", "episode_cost", "lagrange_multiplier", "policy_kl",
+            "actor_objective", "cumulative_cost"} <= set(shared)
+    for key in shared:
+        np.testing.assert_array_equal(np.asarray(plain_metrics[key]),
+                                      np.asarray(shapo_metrics[key]), err_msg=key)
+    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_kl"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_predicted_kl"]), 0.0)
+    # Not vacuous: the runs trained, the multiplier moved and both critics' losses are used.
+    assert float(np.asarray(plain_metrics["policy_kl"]).min()) > 0
+    lam = np.asarray(plain_metrics["lagrange_multiplier"])
+    assert np.all(lam > 0) and len(np.unique(lam)) == UPDATES
+
+
+def test_shapo_ppo_with_positive_radius_differs_and_reports_sane_diagnostics():
+    plain, _ = train("ppo_lag", seed=3)
+    shapo, metrics = train("shapo_ppo_lag", seed=3, delta_down=DELTA, rho_critic=0.01)
+    for params in ("actor_params", "critic_params"):
+        a, b = (jax.tree_util.tree_leaves(getattr(s.learner, params)) for s in (plain, shapo))
+        changed = [not np.array_equal(np.asarray(x), np.asarray(y))
+                   for x, y in zip(a, b, strict=True)]
+        assert any(changed), params
+    metrics = {k: np.asarray(v) for k, v in metrics.items()}
+    np.testing.assert_array_equal(metrics["delta_down"], np.float32(DELTA))
+    # 1/2 eps^T F eps: delta_down exactly for F + damping, a little less for F itself.
+    predicted = metrics["shapo_predicted_kl"]
+    assert np.all(predicted <= DELTA * (1 + 1e-4)) and np.all(predicted > 0.3 * DELTA), predicted
+    # The true mean KL to the perturbed policy matches the quadratic model.
+    np.testing.assert_allclose(metrics["shapo_kl"], predicted, rtol=0.5)
+    # The perturbation is pessimistic: the surrogate drops at theta + epsilon.
+    assert np.all(metrics["shapo_objective_drop"] > 0), metrics["shapo_objective_drop"]
+    for key in ("shapo_weight_safe", "shapo_g_dot_x", "shapo_cg_residual", "policy_kl",
+                "actor_objective"):
+        assert np.all(np.isfinite(metrics[key])), (key, metrics[key])
+    assert np.all(metrics["shapo_g_dot_x"] > 0)
+    # The mean weight over costly samples is undefined (NaN) exactly for a batch without any.
+    costly = metrics["shapo_weight_costly"]
+    np.testing.assert_array_equal(np.isnan(costly), metrics["cost_rate"] == 0)
+    assert np.isfinite(costly).any(), "no batch with a costly sample: nothing was checked"
+    # Reweighting w = pi_(theta+eps) / pi_theta averages near 1 for a KL of 0.02.
+    weights = np.concatenate([metrics["shapo_weight_safe"], costly[np.isfinite(costly)]])
+    assert np.all(np.abs(weights - 1.0) < 0.5), weights
+
+
+# ----- vmap over seeds and hyper-parameters is separate runs ----------------------------
+
+
+def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
+    trainer, init, _ = jitted("shapo_ppo_lag", delta_down=0.0, rho_critic=0.0)
+    members = [(3, 0.0, 0.0), (4, DELTA, 0.01)]  # (seed, delta_down, rho_critic)
+    keys = jnp.stack([jax.random.PRNGKey(seed) for seed, _, _ in members])
+    hps = stack_hyperparameters([hyperparameters(trainer.config, d, r) for _, d, r in members])
+    initial = jax.jit(jax.vmap(trainer.init))(keys, hps)
+    states, metrics = jax.jit(jax.vmap(lambda s, hp: trainer.run(s, UPDATES, hp)))(initial, hps)
+    assert np.asarray(metrics["delta_down"]).shape == (2, UPDATES)
+
+    for index, (seed, delta_down, rho_critic) in enumerate(members):
+        member = functools.partial(jax.tree_util.tree_map, lambda x, i=index: x[i])
+        hp = hyperparameters(trainer.config, delta_down, rho_critic)
+        # Initialisation is the same bit for bit (networks are initialised one at a time).
+        assert_trees_equal(init(jax.random.PRNGKey(seed), hp), member(initial))
+        alone, alone_metrics = train("shapo_ppo_lag", seed, delta_down, rho_critic)
+        # Batched matrix products round differently from unbatched ones, so the updates agree
+        # to rounding: a wrong member or a leak between members would be far outside this.
+        leaves = jax.tree_util.tree_leaves_with_path(alone)
+        for (path, a), b in zip(leaves, jax.tree_util.tree_leaves(member(states)), strict=True):
+            a, b = np.asarray(a), np.asarray(b)
+            if np.issubdtype(a.dtype, np.floating):
+                np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5,
+                                           err_msg=jax.tree_util.keystr(path))
+            else:
+                np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
+        for key, value in alone_metrics.items():
+            if key == "shapo_cg_residual":  # what a float32 CG solve leaves: rounding noise
+                continue
+            np.testing.assert_allclose(np.asarray(metrics[key])[index], np.asarray(value),
+                                       rtol=1e-3, atol=1e-5, err_msg=key)
+    # The members really are different runs.
+    assert not np.allclose(*np.asarray(metrics["episode_return"]))
+    assert not np.allclose(*np.asarray(metrics["shapo_kl"]))
+
+
+# ----- it learns the tiny safe task within the cost limit --------------------------------
+
+
+@pytest.mark.parametrize("algo", ["ppo_lag", "shapo_ppo_lag"])
+def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
+    env = envs.make("TinyHazardNav")
+    config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=256, rollout_length=50,
+                         cost_limit=2.0, seed=0)
+    trainer = make_train(config, env)
+    state = trainer.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(trainer.run, static_argnums=1)(state, 30)  # 384k steps
+    result = jax.jit(trainer.evaluate, static_argnums=2)(state, jax.random.PRNGKey(7), 256)
+    random_return = random_policy_return(env, jax.random.PRNGKey(1))
+    eval_return, eval_cost = float(result.episode_return), float(result.episode_cost)
+    assert eval_cost < config.cost_limit, (eval_return, eval_cost)
+    assert eval_return > random_return + 2.0, (eval_return, random_return)
+    # The straight path costs about 10: the training runs met it and the multiplier acted.
+    assert float(np.max(np.asarray(metrics["episode_cost"]))) > config.cost_limit
+    assert float(np.max(np.asarray(metrics["lagrange_multiplier"]))) > 0.1
