@@ -203,7 +203,8 @@ def test_one_and_four_devices_agree(full_run, tmp_path):
 
     # The same run on 4 devices: sums split over devices round differently and Adam divides
     # by small second moments, so the runs agree to rounding amplified by the optimiser, not
-    # bit for bit: every parameter within a fraction of one Adam step (lr) of the 1-device one.
+    # bit for bit: every parameter within two Adam steps (lr) of the 1-device one, where a
+    # sharding error (gradients not averaged over devices) moves parameters by many steps.
     lr = TrainConfig.from_dict(json.loads((out / "config.json").read_text())).actor_lr
     _, one = final_state(full_run)
     _, four = final_state(out)
@@ -212,7 +213,7 @@ def test_one_and_four_devices_agree(full_run, tmp_path):
         for (path, a), b in zip(leaves, jax.tree_util.tree_leaves(getattr(four.learner, params)),
                                 strict=True):
             diff = float(np.abs(np.asarray(a) - np.asarray(b)).max())
-            assert diff <= 0.75 * lr, (params, jax.tree_util.keystr(path), diff)
+            assert diff <= 2 * lr, (params, jax.tree_util.keystr(path), diff)
     one_lagrange, four_lagrange = (jax.tree_util.tree_leaves(s.lagrange) for s in (one, four))
     for a, b in zip(one_lagrange, four_lagrange, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-6)

@@ -44,6 +44,7 @@ from shapo_jax.training.config import Hyperparameters, TrainConfig, stack_hyperp
 from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
 from shapo_jax.training.train import Trainer, make_train
 
+MEMBER_AXIS = "members"  # the vmapped axis of a group's runs
 EVAL_SEED_OFFSET = 10_000  # as in the Runner: evaluation keys derive from seed + 10000
 
 
@@ -55,7 +56,8 @@ class _Program:
 
         self.config, self.mesh = config, mesh
         check_divisible(config.num_envs, mesh)
-        self.trainer: Trainer = make_train(config, envs.make(config.env))
+        self.trainer: Trainer = make_train(config, envs.make(config.env),
+                                           vmap_axis_name=MEMBER_AXIS)
         self._init = jax.vmap(self.trainer.init)
         self._compiled: dict[Any, Any] = {}
         self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, 0)))
@@ -78,7 +80,8 @@ class _Program:
         key = ("run", size, num_updates)
         if key not in self._compiled:
             shardings = self._compiled[("init", size)][1]
-            run = jax.vmap(lambda s, h: self.trainer.run(s, num_updates, h))
+            run = jax.vmap(lambda s, h: self.trainer.run(s, num_updates, h),
+                           axis_name=MEMBER_AXIS)
             jitted = jax.jit(run, in_shardings=(shardings, None),
                              out_shardings=(shardings, None), donate_argnums=0)
             self._compiled[key] = jitted.lower(state, hp).compile()

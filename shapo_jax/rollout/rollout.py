@@ -75,10 +75,15 @@ def rollout(
     key: jax.Array,
     num_steps: int,
     action_repeat: int = 1,
+    vmap_axis_name: str | None = None,
 ) -> tuple[State, EpisodeTracker, Transition]:
     """Run `num_steps` policy steps in every env, auto-resetting finished episodes.
 
     Returns the final env states, the updated episode tracker and time-major transitions.
+    Resets are computed only on steps where some env finished. Under `jax.vmap` that test
+    would be batched and the branch would become a select that resets every step (twice the
+    cost of a navigation rollout); name the vmapped axis (`jax.vmap(..., axis_name=...)`)
+    in `vmap_axis_name` and the test is taken over all members, so the branch stays a branch.
     """
     num_envs = env_state.obs.shape[0]
 
@@ -97,8 +102,11 @@ def rollout(
         )
         tracker = track_step(tracker, reward, cost, done)
         # Resetting is only computed when some env finished (for 1000-step episodes: rarely).
+        any_done = jnp.any(done > 0)
+        if vmap_axis_name is not None:
+            any_done = jax.lax.psum(any_done.astype(jnp.int32), vmap_axis_name) > 0
         next_state = jax.lax.cond(
-            jnp.any(done > 0),
+            any_done,
             lambda s: _select(done > 0, reset_batch(env, reset_key, num_envs), s),
             lambda s: s,
             next_state,

@@ -21,6 +21,7 @@ from shapo_jax.training.config import Hyperparameters, TrainConfig
 from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
 from shapo_jax.training.train import TrainState, make_train
 
+SEED_AXIS = "seeds"  # the vmapped axis of seeds (and settings)
 SUMMARY_KEYS = ("episode_return", "episode_cost", "cumulative_cost", "lagrange_multiplier")
 
 
@@ -41,7 +42,7 @@ class Runner:
         self.config, self.env, self.out, self.log = config, env, Path(out), log
         self.mesh = make_mesh()
         check_divisible(config.num_envs, self.mesh)
-        self.trainer = make_train(config, env)
+        self.trainer = make_train(config, env, vmap_axis_name=SEED_AXIS)
         self.hp = (broadcast_hyperparameters(config, config.num_seeds)
                    if hyperparameters is None else hyperparameters)
         self.checkpointer = Checkpointer(self.out / "checkpoints")
@@ -79,7 +80,8 @@ class Runner:
     def _run_fn(self, num_updates: int, state: TrainState):
         """The compiled program of `num_updates` updates (compiled ahead of time, timed)."""
         if num_updates not in self._run:
-            run = jax.vmap(lambda s, hp: self.trainer.run(s, num_updates, hp))
+            run = jax.vmap(lambda s, hp: self.trainer.run(s, num_updates, hp),
+                           axis_name=SEED_AXIS)
             tic = time.perf_counter()
             self._run[num_updates] = jax.jit(
                 run, in_shardings=(self.shardings, None),

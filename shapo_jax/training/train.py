@@ -90,6 +90,9 @@ class Trainer:
     config: TrainConfig
     env: Env
     networks: Networks
+    # Name of the axis when runs are vmapped with `jax.vmap(..., axis_name=...)`: lets the
+    # rollout skip resets on steps where no member's env finished (see `rollout`).
+    vmap_axis_name: str | None = None
 
     # ----- initialisation -------------------------------------------------------------
     def init(self, key: jax.Array, hp: Hyperparameters | None = None) -> TrainState:
@@ -164,7 +167,7 @@ class Trainer:
         key, rollout_key, update_key = jax.random.split(state.key, 3)
         env_state, tracker, traj = rollout(
             self.env, self.policy(state), state.env_state, state.tracker, rollout_key,
-            cfg.rollout_length, cfg.action_repeat,
+            cfg.rollout_length, cfg.action_repeat, self.vmap_axis_name,
         )
         stats = state.obs_stats
         obs = self._normalize(stats, traj.obs)
@@ -300,9 +303,14 @@ def make_networks(config: TrainConfig, action_size: int) -> Networks:
     )
 
 
-def make_train(config: TrainConfig, env: Env) -> Trainer:
-    """Build the training functions for `config` on `env` (see `Trainer`)."""
-    return Trainer(config=config, env=env, networks=make_networks(config, env.action_size))
+def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None) -> Trainer:
+    """Build the training functions for `config` on `env` (see `Trainer`).
+
+    When the trainer will run under `jax.vmap(..., axis_name=name)` (seeds, sweeps), pass the
+    same `vmap_axis_name`: resets are then skipped on steps where no member needs one.
+    """
+    return Trainer(config=config, env=env, networks=make_networks(config, env.action_size),
+                   vmap_axis_name=vmap_axis_name)
 
 
 def params_like(tree: ArrayTree) -> ArrayTree:
