@@ -321,3 +321,30 @@ def test_normalize_uses_epsilon_clips_and_is_identity_before_data():
     constant = update_statistics(empty, jnp.ones((10, 3)))
     out = normalize(constant, jnp.full((2, 3), 1.0 + 1e-5), clip=10.0)
     np.testing.assert_allclose(out, 1e-5 / np.sqrt(1e-8), rtol=1e-2)
+
+
+def test_vmapped_rollout_with_axis_name_equals_separate_rollouts():
+    """Members vmapped with a named axis reset only on steps where some member's env finished;
+    each member's transitions are exactly those of its own rollout (episodes of random
+    lengths, so one member often finishes while the other does not)."""
+    env = counter_env()
+    num_envs, num_steps = 3, 3 * TIME_LIMIT
+    reset_keys = jax.random.split(jax.random.PRNGKey(7), 2)
+    rollout_keys = jax.random.split(jax.random.PRNGKey(8), 2)
+    starts = jax.vmap(lambda k: reset_batch(env, k, num_envs))(reset_keys)
+
+    def member(start, key, axis_name=None):
+        return rollout(env, uniform_policy, start, init_tracker(num_envs), key, num_steps,
+                       vmap_axis_name=axis_name)
+
+    together = jax.jit(jax.vmap(lambda s, k: member(s, k, "members"), axis_name="members"))(
+        starts, rollout_keys
+    )
+    separate = jax.jit(member)
+    for n in range(2):
+        alone = separate(index(starts, n), rollout_keys[n])
+        for a, b in zip(jax.tree_util.tree_leaves(alone),
+                        jax.tree_util.tree_leaves(index(together, n)), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    done = np.asarray(together[2].done)  # [member, T, env]
+    assert done.sum() > 0 and not np.array_equal(done[0], done[1])
