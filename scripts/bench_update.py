@@ -19,6 +19,7 @@ Environments not registered (yet) are reported and skipped.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
@@ -79,7 +80,7 @@ def raw_env_sps(env, num_envs: int, rollout_length: int, repeats: int) -> float:
 def bench(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, float]:
     config = TrainConfig(env=env_name, algo=algo, num_envs=args.num_envs,
                          rollout_length=args.rollout_length)
-    trainer = make_train(config, envs.make(env_name))
+    trainer = make_train(config, envs.make(env_name, **args.env_kwargs))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
 
     start = time.perf_counter()
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     parser.add_argument("--num-envs", type=int, default=1024)
     parser.add_argument("--rollout-length", type=int, default=32)
+    parser.add_argument("--env-kwargs", type=json.loads, default={},
+                        help='environment overrides as JSON, e.g. \'{"num_vases": 0}\'')
     parser.add_argument("--updates", type=int, default=3, help="updates per timed run")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs to average")
     args = parser.parse_args()
@@ -124,8 +127,8 @@ def main() -> None:
         except ValueError as error:
             print(f"| {env_name} | skipped: {error} ||||")
             continue
-        env_sps = raw_env_sps(envs.make(env_name), args.num_envs, args.rollout_length,
-                              args.repeats)
+        env = envs.make(env_name, **args.env_kwargs)
+        env_sps = raw_env_sps(env, args.num_envs, args.rollout_length, args.repeats)
         for algo in args.algos:
             r = bench(env_name, algo, args)
             print(f"| {env_name} | {algo} | {r['compile_s']:.1f} | {r['sps']:,.0f} | "
