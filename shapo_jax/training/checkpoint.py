@@ -4,12 +4,15 @@ checkpoint directory appears only once complete), and atomic writes of small fil
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -33,6 +36,31 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _leaf_name(index: int) -> str:
+    return f"leaf_{index:05d}"
+
+
+def _stored_leaves(tree: Any) -> dict[str, Any]:
+    """The leaves of a state that hold data, by position. Orbax cannot store zero-size arrays,
+    and MJX states have some (e.g. `data.act` of a model without actuator activations)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return {_leaf_name(i): leaf for i, leaf in enumerate(leaves) if math.prod(leaf.shape) > 0}
+
+
+def _rebuild(target: Any, stored: dict[str, Any]) -> Any:
+    """`target`'s structure with the stored leaves and empty arrays for the zero-size ones."""
+    leaves, treedef = jax.tree_util.tree_flatten(target)
+
+    def leaf(i: int, like: Any) -> Any:
+        if math.prod(like.shape) > 0:
+            return stored[_leaf_name(i)]
+        empty = np.zeros(like.shape, like.dtype)
+        sharding = getattr(like, "sharding", None)
+        return jax.device_put(empty, sharding) if sharding is not None else jnp.asarray(empty)
+
+    return jax.tree_util.tree_unflatten(treedef, [leaf(i, x) for i, x in enumerate(leaves)])
+
+
 class Checkpointer:
     """Save and restore TrainState pytrees under `directory` (keeps the newest `max_to_keep`)."""
 
@@ -43,7 +71,7 @@ class Checkpointer:
         )
 
     def save(self, step: int, state: Any) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+        self.manager.save(step, args=ocp.args.StandardSave(_stored_leaves(state)))
         self.manager.wait_until_finished()
 
     def latest_step(self) -> int | None:
@@ -54,9 +82,10 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint found under {self.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = _stored_leaves(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target))
         try:
-            state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            stored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            state = _rebuild(target, stored)
         except Exception as error:  # orbax raises several types for damaged files
             raise ValueError(
                 f"checkpoint {step} under {self.directory} cannot be read ({error}); "
