@@ -1,4 +1,9 @@
-"""The training plot: episode return and cost (with the cost limit) against environment steps."""
+"""The training plot: episode return and cost (with the cost limit) against environment steps.
+
+Completed episodes give solid lines (one per seed). With long episodes and environments that
+start together, episodes finish rarely, so the plot adds what is known in between: the cost
+estimate the Lagrange multiplier uses (cost rate x episode length, dotted) and the
+deterministic evaluations (markers)."""
 
 from __future__ import annotations
 
@@ -23,16 +28,31 @@ def plot_training(
         by_seed[record.get("seed", 0)].append(record)
     panels = [("episode_return", "episode return"), ("episode_cost", "episode cost"),
               ("cumulative_cost", "cumulative training cost")]
+    extras = {  # panel key -> (record key, style, label)
+        "episode_return": [("eval_return", dict(marker="o", linestyle="none"), "evaluation")],
+        "episode_cost": [
+            ("episode_cost_estimate", dict(linestyle=":"), "estimate (rate x length)"),
+            ("eval_cost", dict(marker="o", linestyle="none"), "evaluation"),
+        ],
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (key, label) in zip(axes, panels, strict=True):
         for seed, rows in sorted(by_seed.items()):
             rows = [r for r in rows if r.get(key) is not None]
-            ax.plot([r["env_steps"] for r in rows], [r[key] for r in rows], label=f"seed {seed}")
+            line = ax.plot([r["env_steps"] for r in rows], [r[key] for r in rows],
+                           label=f"seed {seed}")
+            color = line[0].get_color()
+            for extra, style, name in extras.get(key, []):
+                points = [r for r in by_seed[seed] if r.get(extra) is not None]
+                if points:
+                    ax.plot([r["env_steps"] for r in points], [r[extra] for r in points],
+                            color=color, label=f"seed {seed}: {name}", **style)
         if key == "episode_cost" and cost_limit is not None:
             ax.axhline(cost_limit, color="k", linestyle="--", linewidth=1, label="cost limit")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     if title:
         fig.suptitle(title)
