@@ -16,7 +16,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from brax.envs.base import Env, State
-from chex import ArrayTree
 from flax import struct
 
 from shapo_jax.advantages import generalized_advantages
@@ -311,8 +310,3 @@ def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None)
     """
     return Trainer(config=config, env=env, networks=make_networks(config, env.action_size),
                    vmap_axis_name=vmap_axis_name)
-
-
-def params_like(tree: ArrayTree) -> ArrayTree:
-    """Abstract shapes of a pytree (for restoring checkpoints)."""
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
