@@ -66,6 +66,9 @@ class TrainConfig:
     pid_kd: float = 0.01
     cost_estimator: str = "rate"
     # SHAPO (DESIGN.md section 1)
+    # delta_schedule "constant": the KL radius is delta_down. "quantile_total" / "quantile_batch"
+    # (paper, Proposition 5): the radius is delta_down * z_alpha^2 / (2 n), n the samples seen so
+    # far / in this batch, so delta_down is a scale there: 1.0 gives the paper's schedule.
     delta_down: float = 0.005
     delta_schedule: str = "constant"
     pessimism_alpha: float = 0.05
