@@ -156,3 +156,20 @@ def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
     # The straight path costs about 10: the training runs met it and the multiplier acted.
     assert float(np.max(np.asarray(metrics["episode_cost"]))) > config.cost_limit
     assert float(np.max(np.asarray(metrics["lagrange_multiplier"]))) > 0.1
+
+
+@pytest.mark.parametrize("schedule", ["quantile_total", "quantile_batch"])
+def test_quantile_schedules_give_the_closed_form_radius(schedule):
+    """Proposition 5: delta_down = scale * z_alpha^2 / (2 n), n the samples seen so far
+    (quantile_total) or the batch's samples (quantile_batch); checked against SciPy's z."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng()
+    alpha, scale = float(rng.uniform(0.02, 0.3)), float(rng.uniform(0.5, 2.0))
+    trainer, init, run = jitted("shapo_ppo_lag", delta_schedule=schedule, pessimism_alpha=alpha)
+    hp = hyperparameters(trainer.config, scale, 0.0)
+    _, metrics = run(init(jax.random.PRNGKey(int(rng.integers(1000))), hp), hp)
+    batch = trainer.config.batch_size
+    samples = batch * np.arange(1, UPDATES + 1) if schedule == "quantile_total" else batch
+    expected = scale * norm.ppf(alpha) ** 2 / (2.0 * samples) * np.ones(UPDATES)
+    np.testing.assert_allclose(np.asarray(metrics["delta_down"]), expected, rtol=1e-5)
