@@ -16,8 +16,6 @@ $S --algos ppo_lag shapo_ppo_lag --envs SafetyPointButton1 --seeds 5 --total-ste
 $S --algos shapo_trpo_lag --envs TinyHazardNav --seeds 5 \
    --delta-down 0.0005 0.001 0.002 --total-steps 400000 --num-envs 64 --cost-limit 2 \
    --set rollout_length=50 --set log_every_steps=32000 --quiet --out runs/study/TinyHazardNav
-$S --algos trpo_lag shapo_trpo_lag --envs SafetyPointGoal1 --seeds 5 \
-   --total-steps 160000 --num-envs 64 --set log_every_steps=20480 --quiet --out runs/study/SafetyPointGoal1
 for task in TinyHazardNav SafetyPointGoal1 SafetyAntVelocity SafetyAntFall SafetyPointButton1; do
   .venv/bin/shapo-plot runs/study/$task --out study/figures/$task
 done
