@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shapo_jax.training.cli import parse_override_value
 from shapo_jax.training.config import ALGORITHMS
 
 GRID_FLAGS = ("delta_down", "rho_critic", "cost_limit", "actor_lr", "critic_lr", "lagrange_lr")
@@ -48,13 +49,6 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -88,7 +82,7 @@ def spec_from_args(args: argparse.Namespace):
         if "=" not in item:
             raise ValueError(f"--set expects FIELD=JSON, got {item!r}")
         field, text = item.split("=", 1)
-        data["set"][field] = _parse_value(text)
+        data["set"][field] = parse_override_value(text)
     if args.max_group_size is not None:
         data["max_group_size"] = args.max_group_size
     if not data.get("algos") or not data.get("envs"):

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_value(text: str) -> Any:
+def parse_override_value(text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, lists, booleans), else the plain string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -69,7 +70,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         field, text = item.split("=", 1)
         if field not in valid:
             raise ValueError(f"--set: unknown config field {field!r}; valid: {sorted(valid)}")
-        data[field] = _parse_value(text)
+        data[field] = parse_override_value(text)
     return TrainConfig.from_dict(data)
 
 
