@@ -8,6 +8,7 @@ g and a Gauss-Newton Fisher on a subsample of it), then g_tilde = grad L_PPO at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import jax
@@ -64,6 +65,42 @@ def shapo_diagnostics(
     }
 
 
+def perturbed_gradient(
+    objective: Callable[[ArrayTree], tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]],
+    actor_params: ArrayTree,
+    value: jax.Array,
+    aux: tuple[jax.Array, jax.Array, jax.Array],
+    grad: ArrayTree,
+    fisher_product: Callable[[ArrayTree], ArrayTree],
+    delta: jax.Array,
+    cost: jax.Array,
+    config: TrainConfig,
+) -> tuple[ArrayTree, dict[str, jax.Array]]:
+    """The SHAPO step shared by PPO and TRPO: epsilon from the Fisher solve (radius `delta`),
+    g_tilde = grad of `objective` at theta + epsilon, and SHAPO's diagnostics.
+
+    `value`, `aux` and `grad` are the objective's value, aux and gradient at theta.
+    """
+    epsilon, info = shapo_perturbation(
+        None, None, actor_params, delta, cg_iters=config.cg_iters, damping=config.cg_damping,
+        fisher_product=fisher_product, grad=grad, return_info=True,
+    )
+    perturbed = tree_add_scaled(actor_params, 1.0, epsilon)
+    (perturbed_value, perturbed_aux), perturbed_grad = jax.value_and_grad(
+        objective, has_aux=True
+    )(perturbed)
+    metrics = {
+        "shapo_objective_drop": value - perturbed_value,
+        "shapo_g_dot_x": info.g_dot_x,
+        "shapo_predicted_kl": info.predicted_kl,
+        "shapo_cg_residual": info.cg_residual,
+        **shapo_diagnostics(*aux, perturbed_aux, cost),
+    }
+    # delta = 0 means epsilon = 0: hand back the plain gradient itself, so the SHAPO learner at
+    # delta_down = 0 is the plain one bit for bit, however XLA fuses the second evaluation.
+    return tree_select(delta > 0, perturbed_grad, grad), metrics
+
+
 def shapo_policy_gradient(
     actor_params: ArrayTree,
     networks: Networks,
@@ -72,32 +109,17 @@ def shapo_policy_gradient(
     config: TrainConfig,
 ) -> tuple[ArrayTree, dict[str, jax.Array]]:
     """g_tilde = grad L_PPO at theta + epsilon (the SHAPO gradient) and its diagnostics."""
-    objective = lambda p, b: ppo_objective(p, networks, b, config.clip, config.entropy_coef)  # noqa: E731
-    (value, aux), grad = isolated_value_and_grad(objective, actor_params, batch, has_aux=True)
+    objective = lambda p: ppo_objective(p, networks, batch, config.clip, config.entropy_coef)  # noqa: E731
+    (value, aux), grad = isolated_value_and_grad(objective, actor_params, has_aux=True)
     fisher_size = max(1, int(round(config.fisher_fraction * batch.obs.shape[0])))
     fisher_obs = batch.obs[:fisher_size]  # the minibatch is already shuffled
     fisher_product = gaussian_fisher_vector_product(
         lambda p: networks.actor.apply(p, fisher_obs), actor_params
     )
-    epsilon, info = shapo_perturbation(
-        None, None, actor_params, delta, cg_iters=config.cg_iters, damping=config.cg_damping,
-        fisher_product=fisher_product, grad=grad, return_info=True,
+    ascent_grad, metrics = perturbed_gradient(
+        objective, actor_params, value, aux, grad, fisher_product, delta, batch.cost, config
     )
-    perturbed = tree_add_scaled(actor_params, 1.0, epsilon)
-    (perturbed_value, perturbed_aux), perturbed_grad = jax.value_and_grad(
-        objective, has_aux=True
-    )(perturbed, batch)
-    metrics = {
-        "actor_objective": value,
-        "shapo_objective_drop": value - perturbed_value,
-        "shapo_g_dot_x": info.g_dot_x,
-        "shapo_predicted_kl": info.predicted_kl,
-        "shapo_cg_residual": info.cg_residual,
-        **shapo_diagnostics(*aux, perturbed_aux, batch.cost),
-    }
-    # delta = 0 means epsilon = 0: hand back the plain gradient itself, so SHAPO-PPO-Lag at
-    # delta_down = 0 is PPO-Lag bit for bit, however XLA fuses the second evaluation.
-    return tree_select(delta > 0, perturbed_grad, grad), metrics
+    return ascent_grad, {"actor_objective": value, **metrics}
 
 
 def ppo_update(

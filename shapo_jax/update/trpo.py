@@ -28,10 +28,10 @@ from chex import ArrayTree
 from flax import struct
 
 from shapo_jax.policy import gaussian_kl, gaussian_log_prob
-from shapo_jax.sharpness import gaussian_fisher_vector_product, natural_step, shapo_perturbation
+from shapo_jax.sharpness import gaussian_fisher_vector_product, natural_step
 from shapo_jax.sharpness.fisher import MatVec
 from shapo_jax.sharpness.sam import isolated_value_and_grad
-from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_select
+from shapo_jax.sharpness.tree_math import tree_add_scaled
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import (
     LearnerState,
@@ -41,7 +41,7 @@ from shapo_jax.update.learner import (
     minibatches,
 )
 from shapo_jax.update.losses import importance_surrogate
-from shapo_jax.update.ppo import shapo_diagnostics
+from shapo_jax.update.ppo import perturbed_gradient
 
 if TYPE_CHECKING:  # annotations only: importing it here would be circular
     from shapo_jax.training.config import Hyperparameters, TrainConfig
@@ -148,23 +148,10 @@ def trpo_actor_step(
 
     metrics: dict[str, jax.Array] = {"actor_objective": value}
     if config.uses_shapo:
-        epsilon, info = shapo_perturbation(
-            None, None, actor_params, delta, cg_iters=config.cg_iters, damping=config.cg_damping,
-            fisher_product=fisher_product, grad=grad, return_info=True,
+        ascent_grad, shapo_metrics = perturbed_gradient(
+            objective, actor_params, value, aux, grad, fisher_product, delta, batch.cost, config
         )
-        perturbed = tree_add_scaled(actor_params, 1.0, epsilon)
-        (perturbed_value, perturbed_aux), ascent_grad = jax.value_and_grad(
-            objective, has_aux=True
-        )(perturbed)
-        metrics.update(
-            shapo_objective_drop=value - perturbed_value,
-            shapo_g_dot_x=info.g_dot_x,
-            shapo_predicted_kl=info.predicted_kl,
-            shapo_cg_residual=info.cg_residual,
-            **shapo_diagnostics(*aux, perturbed_aux, batch.cost),
-        )
-        # delta = 0 means epsilon = 0: the plain gradient itself (bitwise TRPO-Lag).
-        ascent_grad = tree_select(delta > 0, ascent_grad, grad)
+        metrics.update(shapo_metrics)
     else:
         ascent_grad = grad
 
