@@ -182,11 +182,12 @@ FOUR_DEVICE_SCRIPT = textwrap.dedent(
 
 def test_one_and_four_devices_agree(full_run, tmp_path):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"
     out = tmp_path / "four"
+    # --cpu-devices 4 splits the CPU before JAX starts (XLA_FLAGS set by the CLI itself).
     proc = subprocess.run(
-        [sys.executable, "-c", FOUR_DEVICE_SCRIPT, json.dumps(ARGS + FULL), str(out)],
+        [sys.executable, "-c", FOUR_DEVICE_SCRIPT, json.dumps(ARGS + FULL + ["--cpu-devices", "4"]),
+         str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -291,10 +292,11 @@ TINY = ["--env", "TinyHazardNav", "--num-envs", "16", "--set", "rollout_length=5
         (["--delta-down", "-0.01"], ["delta_down=-0.01", ">= 0"]),
         (["--rho-critic", "nan"], ["rho_critic=nan", "finite number >= 0"]),
         (["--set", "no_such_field=1"], ["unknown config field 'no_such_field'", "valid:"]),
+        (["--cpu-devices", "0"], ["cpu devices must be a positive integer, got 0"]),
     ],
     ids=["env", "algo", "set-algo", "zero-envs", "negative-envs", "negative-steps",
          "zero-seeds", "zero-rollout", "zero-minibatches", "minibatch-split", "delta-down",
-         "rho-nan", "unknown-field"],
+         "rho-nan", "unknown-field", "zero-cpu-devices"],
 )
 def test_bad_input_fails_with_one_clear_message(argv, expected, tmp_path, capsys, no_training):
     err = run_cli_expecting_error(TINY + argv + ["--out", str(tmp_path / "run")], capsys)

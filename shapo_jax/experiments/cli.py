@@ -21,6 +21,7 @@ from typing import Any
 
 from shapo_jax.training.cli import parse_override_value
 from shapo_jax.training.config import ALGORITHMS
+from shapo_jax.training.devices import use_cpu_devices
 
 GRID_FLAGS = ("delta_down", "rho_critic", "cost_limit", "actor_lr", "critic_lr", "lagrange_lr")
 
@@ -46,6 +47,9 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/sweep", help="sweep directory")
     parser.add_argument("--distributed", action="store_true",
                         help="jax.distributed.initialize() first; each host runs its share")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="split the CPU into N XLA devices and shard the envs over them "
+                             "(CPU-only machines: one per core, <= 512 navigation envs each)")
     parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -112,6 +116,11 @@ def sweep_main(argv: list[str] | None = None) -> int:
         return 0
     import jax
 
+    if args.cpu_devices is not None:
+        try:
+            use_cpu_devices(args.cpu_devices)
+        except (ValueError, RuntimeError) as error:
+            _fail("shapo-sweep", str(error))
     if args.distributed:
         jax.distributed.initialize()
     from shapo_jax.experiments.sweep import run_sweep

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shapo_jax.training.config import ALGORITHMS, TrainConfig
+from shapo_jax.training.devices import use_cpu_devices
 
 CLI_FIELDS = {  # flag -> config field
     "env": "env", "algo": "algo", "total_steps": "total_steps", "num_envs": "num_envs",
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host)")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="split the CPU into N XLA devices and shard the envs over them "
+                             "(CPU-only machines: one per core, <= 512 navigation envs each)")
     parser.add_argument("--no-plot", action="store_true")
     return parser
 
@@ -95,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
+    if args.cpu_devices is not None:
+        try:
+            use_cpu_devices(args.cpu_devices)
+        except (ValueError, RuntimeError) as error:
+            _fail(str(error))
     if args.distributed:
         jax.distributed.initialize()
     import envs
