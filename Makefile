@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
-# The default job, sized for a CPU: SHAPO-PPO-Lag on SafetyPointGoal1 for a few minutes.
+# The default job, sized for a CPU: SHAPO-PPO-Lag on SafetyPointGoal1 for a few minutes, the
+# CPU split into two XLA devices (no effect on a GPU machine: jax.devices() lists the GPUs).
 DEMO_FLAGS ?= --env SafetyPointGoal1 --algo shapo_ppo_lag --num-envs 256 --total-steps 400000 \
-	--set log_every_steps=32768 --set eval_every=4
+	--cpu-devices 2 --set log_every_steps=32768 --set eval_every=4
 
 demo: setup
 	$(BIN)/python scripts/train.py $(DEMO_FLAGS) --out runs/demo
