@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from shapo_jax.training.devices import HOST_DEVICE_FLAG, use_cpu_devices
+from shapo_jax.training.devices import HOST_DEVICE_FLAG, cpu_batch_warning, use_cpu_devices
 
 
 def test_flag_added_after_existing_flags() -> None:
@@ -37,3 +38,45 @@ def test_too_late_in_a_running_process_is_an_error() -> None:
     jax.devices()  # the backends of this (test) process are running
     with pytest.raises(RuntimeError, match="before the first JAX computation"):
         use_cpu_devices(2)
+
+
+class _Model:
+    def __init__(self, nv: int):
+        self.nv = nv
+
+
+class _Env:
+    def __init__(self, nv: int | None, wrapped: bool = False):
+        inner = type("Inner", (), {})()
+        if nv is not None:
+            inner.mj_model = _Model(nv)
+        self.env = inner if wrapped else None
+        if not wrapped and nv is not None:
+            self.mj_model = _Model(nv)
+
+
+def test_cpu_batch_warning_threshold_matches_the_lapack_inline_rule() -> None:
+    """The largest safe batch is the largest b with b * (nv^3 // 3) < 200,000 (brute force)."""
+    for nv in np.random.default_rng().choice(np.arange(2, 60), 6, replace=False).tolist():
+        cost = max(nv**3 // 3, 1)
+        largest = max((b for b in range(1, 200_001) if b * cost < 200_000), default=0)
+        for wrapped in (False, True):
+            env = _Env(nv, wrapped)
+            if largest:
+                assert cpu_batch_warning(env, largest, "cpu") is None
+            message = cpu_batch_warning(env, largest + 1, "cpu")
+            assert message is not None
+            assert f"nv={nv}" in message and f"keep <= {largest} per device" in message
+            assert cpu_batch_warning(env, largest + 1, "gpu") is None
+
+
+def test_cpu_batch_warning_on_registered_tasks() -> None:
+    import envs
+
+    goal = envs.make("SafetyPointGoal1")
+    nv = 3 + 6  # the Point's slide x, slide y and yaw hinge, plus the vase's free joint
+    assert cpu_batch_warning(goal, 512, "cpu") is None
+    warning = cpu_batch_warning(goal, 1024, "cpu")
+    assert warning is not None and f"nv={nv}" in warning and "--cpu-devices 2" in warning
+    assert cpu_batch_warning(envs.make("TinyHazardNav"), 10**6, "cpu") is None
+    assert cpu_batch_warning(_Env(None), 10**6, "cpu") is None

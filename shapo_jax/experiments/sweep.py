@@ -41,7 +41,12 @@ from shapo_jax.experiments.table import (
 )
 from shapo_jax.training.checkpoint import atomic_write_json
 from shapo_jax.training.config import Hyperparameters, TrainConfig, stack_hyperparameters
-from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
+from shapo_jax.training.devices import (
+    check_divisible,
+    cpu_batch_warning,
+    make_mesh,
+    state_sharding,
+)
 from shapo_jax.training.train import Trainer, make_train
 
 MEMBER_AXIS = "members"  # the vmapped axis of a group's runs
@@ -149,6 +154,12 @@ class Progress:
         self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()
 
+    def note(self, message: str) -> None:
+        """A line of its own (a warning) above the bar."""
+        if self.stream is not None:
+            self.stream.write(("\r" if self.tty else "") + message + "\n")
+            self.stream.flush()
+
     def close(self) -> None:
         if self.stream is not None and self.tty:
             self.stream.write("\n")
@@ -194,6 +205,11 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
     and marking the runs complete at the end."""
     config = group.config
     program = _program(config, mesh)
+    advice = cpu_batch_warning(program.trainer.env,
+                               len(members) * config.num_envs // mesh.devices.size,
+                               mesh.devices.flat[0].platform)
+    if advice and progress is not None:
+        progress.note(f"{group.label}: {advice}")
     hp = member_hyperparameters(members)
     state = program.init(member_keys(members), hp)
     seeds = np.array([m.seed for m in members])

@@ -55,6 +55,44 @@ def use_cpu_devices(count: int, environ: MutableMapping[str, str] | None = None)
     environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICE_FLAG}={count}".strip()
 
 
+# jaxlib's batched LAPACK kernels run a batch inline while batch * cost < 200,000 flops and
+# split it over the XLA:CPU thread pool above that; a Cholesky costs n^3 / 3 per matrix.
+LAPACK_INLINE_WORK = 200_000
+
+
+def _degrees_of_freedom(env: object) -> int | None:
+    """nv of the MuJoCo model behind `env` (through wrappers), or None if there is none."""
+    for _ in range(16):
+        for name in ("mj_model", "sys"):
+            model = getattr(env, name, None)
+            if model is not None and isinstance(getattr(model, "nv", None), int):
+                return model.nv
+        env = getattr(env, "env", None)
+        if env is None:
+            return None
+    return None
+
+
+def cpu_batch_warning(env: object, batch_per_device: int, platform: str) -> str | None:
+    """A warning when one device's batch of `env` risks XLA:CPU's batched-Cholesky deadlock.
+
+    MJX's Newton solver factorises an nv x nv matrix per environment. On a CPU device a batch
+    of them above LAPACK_INLINE_WORK / (nv^3 / 3) is split over the thread pool, and two such
+    calls at once can deadlock (BENCHMARKS.md). Returns None when the batch is safe, the
+    platform is not "cpu" or the env has no MuJoCo model.
+    """
+    nv = _degrees_of_freedom(env)
+    if platform != "cpu" or nv is None:
+        return None
+    safe = (LAPACK_INLINE_WORK - 1) // max(nv**3 // 3, 1)
+    if batch_per_device <= safe:
+        return None
+    return (f"warning: {batch_per_device} envs per CPU device (seeds x envs / devices) of a "
+            f"task with nv={nv} may hang in XLA:CPU's batched Cholesky; keep <= {safe} per "
+            f"device, e.g. with --cpu-devices {-(-batch_per_device // max(safe, 1))} or more "
+            f"(see BENCHMARKS.md)")
+
+
 def make_mesh(devices: list | None = None) -> Mesh:
     """A one-axis mesh over `devices` (default: every device of every host)."""
     devices = jax.devices() if devices is None else devices

@@ -18,7 +18,12 @@ from shapo_jax.metrics import MetricsWriter, plot_training, read_metrics
 from shapo_jax.metrics.records import log_records
 from shapo_jax.training.checkpoint import Checkpointer, atomic_write_json
 from shapo_jax.training.config import Hyperparameters, TrainConfig
-from shapo_jax.training.devices import check_divisible, make_mesh, state_sharding
+from shapo_jax.training.devices import (
+    check_divisible,
+    cpu_batch_warning,
+    make_mesh,
+    state_sharding,
+)
 from shapo_jax.training.train import TrainState, make_train
 
 SEED_AXIS = "seeds"  # the vmapped axis of seeds (and settings)
@@ -112,6 +117,10 @@ class Runner:
             # describes the run as it continues, so a later plain --resume goes on from here.
             atomic_write_json(self.out / "config.json", cfg.to_dict())
             self.log(f"resuming {self.out} at update {done} of {cfg.num_updates}")
+        advice = cpu_batch_warning(self.env, cfg.num_seeds * cfg.num_envs // self.mesh.devices.size,
+                                   jax.devices()[0].platform)
+        if advice:
+            self.log(advice)
         self.log(f"{cfg.algo} on {cfg.env}: {cfg.num_seeds} seed(s) x {cfg.num_envs} envs on "
                  f"{self.mesh.devices.size} {jax.devices()[0].platform} device(s), "
                  f"{cfg.num_updates} updates of {cfg.env_steps_per_update} env steps")
