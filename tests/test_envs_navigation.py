@@ -325,3 +325,71 @@ def test_bad_overrides_raise():
         envs.make("SafetyPointGoal1", extents=(1.0, 1.0, -1.0, -1.0))
     env = envs.make("SafetyPointGoal1", num_hazards=3, extents=(-2, -2, 2, 2))
     assert env.env.config.num_hazards == 3
+
+
+# -------------------------------------------------------------------------------- gremlins
+@pytest.fixture(scope="module")
+def gremlin_env():
+    """A button task with one gremlin and one vase (so the gremlin's dofs follow the vase's)."""
+    config = NavConfig(task="button", num_buttons=1, num_hazards=0, num_vases=1,
+                       num_gremlins=1)
+    env = SafetyNavigation(config)
+    return env, jax.jit(env.reset), jax.jit(env.step)
+
+
+def place_gremlin(env, state, centre, robot_xy):
+    """Robot at `robot_xy` (yaw 0); the gremlin's circle centred at `centre`, its box and target
+    where they are at t = 0 (centre + (0, 0.35)), unrotated; button and vase out of the way."""
+    s = state.pipeline_state
+    start = np.asarray(centre, np.float32) + [0.0, 0.35]
+    box = jnp.asarray([*start, 0.2, 1.0, 0.0, 0.0, 0.0], jnp.float32)
+    qpos = s.data.qpos.at[:3].set(jnp.asarray([*robot_xy, 0.0], jnp.float32))
+    qpos = qpos.at[env._vase_qpos[0, :2]].set(jnp.array([1.3, -1.3]))
+    qpos = qpos.at[env._gremlin_qpos[0]].set(box)
+    mocap_pos = s.data.mocap_pos.at[0, :2].set(jnp.array([1.3, 1.3])).at[1].set(box[:3])
+    mocap_quat = s.data.mocap_quat.at[1].set(box[3:])
+    data = s.data.replace(qpos=qpos, qvel=jnp.zeros_like(s.data.qvel), mocap_pos=mocap_pos,
+                          mocap_quat=mocap_quat, time=jnp.zeros(()))
+    s = s.replace(data=data, gremlins_xy=jnp.asarray([centre], jnp.float32),
+                  buttons_xy=jnp.array([[1.3, 1.3]]), goal_xy=jnp.array([1.3, 1.3]))
+    return state.replace(pipeline_state=s)
+
+
+def test_gremlin_box_follows_its_moving_target(gremlin_env):
+    env, reset, step = gremlin_env
+    m = env.mj_model
+    assert m.nmocap == 2 and m.neq == 1 and m.eq_type[0] == mujoco.mjtEq.mjEQ_WELD
+    assert m.nq == 3 + 7 + 7 and env._gremlin_qpos[0, 0] == 10
+    state = place_gremlin(env, reset(jax.random.PRNGKey(0)), [-0.3, -0.2], [-1.2, 1.2])
+    for _ in range(50):
+        state = step(state, jnp.zeros(2))
+    s = state.pipeline_state
+    t = float(s.data.time)
+    assert t == pytest.approx(1.0, abs=1e-3)
+    target = np.array([-0.3, -0.2]) + 0.35 * np.array([math.sin(t), math.cos(t)])
+    box = np.asarray(s.data.qpos[env._gremlin_qpos[0]])
+    # It has travelled with the target (0.34 from its start), lagging a few centimetres.
+    assert np.linalg.norm(box[:2] - [-0.3, 0.15]) > 0.25
+    assert np.linalg.norm(box[:2] - target) < 0.05
+    assert box[2] == pytest.approx(0.2, abs=5e-3)
+    # The lidar sees the box where it is; the vase has stayed put.
+    np.testing.assert_allclose(np.asarray(env._positions(s)["gremlin"][0]), box[:2])
+    np.testing.assert_allclose(np.asarray(s.data.qpos[env._vase_qpos[0, :2]]), [1.3, -1.3],
+                               atol=1e-4)
+    assert float(state.info["cost"]) == 0.0
+
+
+def test_gremlin_contact_costs(gremlin_env):
+    env, reset, step = gremlin_env
+    base = reset(jax.random.PRNGKey(1))
+    # The box starts at (0, 0.35) and moves along +x, into the Point just beside it.
+    state = place_gremlin(env, base, [0.0, 0.0], [0.19, 0.35])
+    costs = []
+    for _ in range(5):
+        state = step(state, jnp.zeros(2))
+        costs.append(float(state.info["cost"]))
+    # The box pushes the light Point along rather than knocking it away: contact lasts.
+    assert costs == [1.0] * 5
+    assert bool(env._contacts(state.pipeline_state.data, "gremlin", 1)[0])
+    far = step(place_gremlin(env, base, [0.0, 0.0], [0.6, -0.6]), jnp.zeros(2))
+    assert float(far.info["cost"]) == 0.0

@@ -5,9 +5,10 @@
 
 Registered: SafetyPointGoal0/1/2, SafetyPointButton1/2, SafetyCarGoal1/2 (see ENVS.md for what
 each must match). PointGoal0/1 are tested against hand computations and MuJoCo; PointGoal2,
-the Button tasks (contact costs of buttons and gremlins, gremlins kinematic and without the
-original's soft-weld lag) and the Car tasks are built but not yet validated: their
-descriptions say so. Every factory accepts the same overrides (None keeps the task's value).
+the Button tasks (contact costs of buttons and gremlins; gremlins are free boxes soft-welded
+to moving mocap targets, as in the original) and the Car tasks are built but not yet
+validated: their descriptions say so. Every factory accepts the same overrides (None keeps the
+task's value).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Safety-Gymnasium navigation tasks (Goal and Button, Point and Car) on MJX.
 
 Only the robot and the obstacles it can touch are physical: vases are free boxes resting on the
-floor; buttons and gremlins are kinematic (mocap) bodies, so their positions live in the
-per-environment data. The goal and the hazards are not bodies at all: the lidar, the reward and
-the hazard cost are computed analytically from positions kept in the state.
+floor; buttons are kinematic (mocap) bodies, so their positions live in the per-environment
+data. Each gremlin, as in the original, is a free box held by a soft weld (solref 0.02 1.5) to
+a geom-less mocap target that circles its centre; the box follows the target with some lag and
+can be held back by the robot, so contacts last. The goal and the hazards are not bodies at
+all: the lidar, the reward and the hazard cost are computed analytically from positions kept
+in the state.
 
 Step order, as in the original: physics (`frame_skip` sub-steps), reward (distance shaping to
 the goal, bonus on reaching it, clipped), cost (indicator of any violation), button timer, then
@@ -33,6 +36,8 @@ VASE_SIZE = 0.1
 VASE_SINK = 4e-5
 VASE_VELOCITY_THRESHOLD = 1e-4
 GREMLIN_SIZE = 0.1
+GREMLIN_HEIGHT = 2 * GREMLIN_SIZE  # the box's centre (and its target's) above the floor
+GREMLIN_WELD_SOLREF = "0.02 1.5"
 BUTTON_SIZE = 0.1
 
 
@@ -97,7 +102,7 @@ class NavState:
     goal_xy: jax.Array  # (2,)
     hazards_xy: jax.Array  # (H, 2)
     buttons_xy: jax.Array  # (B, 2)
-    gremlins_xy: jax.Array  # (G, 2) centres of the gremlins' circles
+    gremlins_xy: jax.Array  # (G, 2) centres of the gremlins' targets' circles
     goal_button: jax.Array  # int, -1 in goal tasks
     button_timer: jax.Array  # int
     last_dist_goal: jax.Array
@@ -105,8 +110,11 @@ class NavState:
 
 
 def build_mjcf(config: NavConfig) -> str:
-    """Our MJCF for a task: floor (only where something rests on it), robot, vases, and mocap
-    bodies for buttons and gremlins (placed per environment through `mocap_pos`)."""
+    """Our MJCF for a task: floor (only where something rests on it), robot, vases, mocap
+    bodies for buttons, and gremlins: free boxes welded to geom-less mocap targets (placed
+    per environment through `mocap_pos`). Bodies with joints come in the order robot, vases,
+    gremlins, so qpos/qvel hold the robot's dofs, then 7/6 per vase, then 7/6 per gremlin;
+    mocap bodies come in the order buttons, gremlin targets."""
     robot: RobotSpec = ROBOTS[config.robot]
     parts = []
     if config.num_vases or config.robot == "Car":
@@ -125,10 +133,16 @@ def build_mjcf(config: NavConfig) -> str:
             f'contype="0" conaffinity="2"/></body>')
     for i in range(config.num_gremlins):
         parts.append(
-            f'<body name="gremlin{i}" mocap="true" pos="{-3 - i} -3 {2 * GREMLIN_SIZE}">'
+            f'<body name="gremlin{i}" pos="{-3 - i} -3 {GREMLIN_HEIGHT}"><freejoint/>'
             f'<geom name="gremlin{i}" type="box" size="{GREMLIN_SIZE} {GREMLIN_SIZE} '
-            f'{GREMLIN_SIZE}" condim="6" contype="0" conaffinity="2"/></body>')
+            f'{GREMLIN_SIZE}" density="0.001" condim="6" contype="0" conaffinity="2"/></body>')
+    for i in range(config.num_gremlins):
+        parts.append(f'<body name="target{i}" mocap="true" pos="{-3 - i} -3 {GREMLIN_HEIGHT}"/>')
     body = "\n".join(parts)
+    welds = "\n".join(
+        f'    <weld body1="target{i}" body2="gremlin{i}" relpose="0 0 0 1 0 0 0" '
+        f'solref="{GREMLIN_WELD_SOLREF}"/>' for i in range(config.num_gremlins))
+    equality = f"  <equality>\n{welds}\n  </equality>" if welds else ""
     return f"""
 <mujoco model="safety_{config.robot.lower()}_{config.task}">
   <option timestep="{robot.timestep}" integrator="Euler" iterations="{config.solver_iterations}"
@@ -136,6 +150,7 @@ def build_mjcf(config: NavConfig) -> str:
   <worldbody>
 {body}
   </worldbody>
+{equality}
   <actuator>
 {robot.actuator_xml}
   </actuator>
@@ -191,6 +206,10 @@ class SafetyNavigation(Env):
                              if k == "goal" or len(self._slices[k]) > 0]
         self._vase_qpos = self.robot.nq + 7 * np.arange(c.num_vases)[:, None] + np.arange(7)
         self._vase_qvel = self.robot.nv + 6 * np.arange(c.num_vases)[:, None] + np.arange(3)
+        self._gremlin_qpos = (self.robot.nq + 7 * c.num_vases +
+                              7 * np.arange(c.num_gremlins)[:, None] + np.arange(7))
+        if self.mj_model.nq != self.robot.nq + 7 * (c.num_vases + c.num_gremlins):
+            raise AssertionError("unexpected qpos layout")
 
     # ---------------------------------------------------------------------------- properties
     @property
@@ -227,13 +246,19 @@ class SafetyNavigation(Env):
     def _vases_xy(self, qpos: jax.Array) -> jax.Array:
         return qpos[self._vase_qpos[:, :2]] if self.config.num_vases else jnp.zeros((0, 2))
 
+    def _gremlins_xy(self, qpos: jax.Array) -> jax.Array:
+        """Where the gremlins' boxes are (not their targets)."""
+        if not self.config.num_gremlins:
+            return jnp.zeros((0, 2))
+        return qpos[self._gremlin_qpos[:, :2]]
+
     def _positions(self, s: NavState) -> dict[str, jax.Array]:
         return {
             "goal": s.goal_xy[None, :],
             "hazard": s.hazards_xy,
             "vase": self._vases_xy(s.data.qpos),
             "button": s.buttons_xy,
-            "gremlin": self._gremlin_positions(s.gremlins_xy, s.data.time),
+            "gremlin": self._gremlins_xy(s.data.qpos),
         }
 
     def _obs(self, s: NavState, qacc: jax.Array) -> jax.Array:
@@ -279,13 +304,18 @@ class SafetyNavigation(Env):
             qpos = jnp.concatenate([qpos, vase_qpos.reshape(-1)])
         buttons_xy = xy[self._slices["button"]]
         gremlins_xy = xy[self._slices["gremlin"]]
+        # Each gremlin's box starts on its target (t = 0), with the same random yaw.
+        gremlin_pos = jnp.concatenate([self._gremlin_positions(gremlins_xy, jnp.zeros(())),
+                                       jnp.full((c.num_gremlins, 1), GREMLIN_HEIGHT)], axis=1)
+        gremlin_quat = _yaw_quat(rots[c.num_vases:])
+        if c.num_gremlins:
+            gremlin_qpos = jnp.concatenate([gremlin_pos, gremlin_quat], axis=1)
+            qpos = jnp.concatenate([qpos, gremlin_qpos.reshape(-1)])
         mocap_pos = jnp.concatenate([
             jnp.concatenate([buttons_xy, jnp.full((c.num_buttons, 1), BUTTON_SIZE)], axis=1),
-            jnp.concatenate([self._gremlin_positions(gremlins_xy, jnp.zeros(())),
-                             jnp.full((c.num_gremlins, 1), 2 * GREMLIN_SIZE)], axis=1),
-        ])
+            gremlin_pos])
         mocap_quat = jnp.concatenate([jnp.tile(jnp.array([1.0, 0, 0, 0]), (c.num_buttons, 1)),
-                                      _yaw_quat(rots[c.num_vases:])])
+                                      gremlin_quat])
         data = self._template.replace(qpos=qpos, mocap_pos=mocap_pos, mocap_quat=mocap_quat)
         if c.task == "button":
             goal_button = jax.random.randint(button_key, (), 0, c.num_buttons)
@@ -310,7 +340,7 @@ class SafetyNavigation(Env):
         data = s.data.replace(ctrl=jnp.clip(action, -1.0, 1.0))
 
         def substep(d: mjx.Data, _):
-            if c.num_gremlins:
+            if c.num_gremlins:  # move the targets; the welds drag the boxes after them
                 g = self._gremlin_positions(s.gremlins_xy, d.time)
                 pos = d.mocap_pos.at[c.num_buttons:, :2].set(g)
                 d = d.replace(mocap_pos=pos)
@@ -372,7 +402,7 @@ class SafetyNavigation(Env):
         """A new goal against the current layout (robot, hazards, vases, gremlins)."""
         c = self.config
         others = [s.data.qpos[:2][None, :], s.hazards_xy, self._vases_xy(s.data.qpos),
-                  s.gremlins_xy]
+                  self._gremlins_xy(s.data.qpos)]
         keeps = [jnp.full((1,), c.robot_keepout), jnp.full((c.num_hazards,), c.hazard_keepout),
                  jnp.full((c.num_vases,), c.vase_keepout),
                  jnp.full((c.num_gremlins,), c.gremlin_keepout)]
