@@ -2,7 +2,8 @@
 
 Throughput: the trainer's `rollout` (a `lax.scan` of vmapped steps, finished episodes reset)
 for `--steps` steps with uniformly random actions, the env batch sharded over all devices.
-On a CPU, `--cpu-devices N` splits it into N devices (keep <= 512 navigation envs each).
+On a CPU, `--cpu-devices N` splits it into N devices (keep each device's batch under the
+task's limit: BENCHMARKS.md).
 Random policy: `--episode-envs` environments run full episodes (the task's episode length) with
 uniformly random actions; reports the mean episode cost and return.
 
@@ -26,14 +27,19 @@ from shapo_jax.rollout import init_tracker, reset_batch, rollout
 from shapo_jax.training.devices import ENV_AXIS, check_divisible, make_mesh, use_cpu_devices
 
 
+def env_sharding(num_envs: int) -> NamedSharding:
+    """The env axis split over all devices (num_envs must divide evenly)."""
+    mesh = make_mesh()
+    check_divisible(num_envs, mesh)
+    return NamedSharding(mesh, PartitionSpec(ENV_AXIS))
+
+
 def throughput(env, num_envs: int, steps: int, seed: int = 0) -> tuple[float, float]:
     """(env steps per second, compile seconds) of the trainer's `rollout` with random actions.
 
     The env batch is sharded over all devices (`--cpu-devices N` splits a CPU into N).
     """
-    mesh = make_mesh()
-    check_divisible(num_envs, mesh)
-    split = NamedSharding(mesh, PartitionSpec(ENV_AXIS))
+    split = env_sharding(num_envs)
 
     def random_actions(obs, key):
         action = jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1, maxval=1)
@@ -64,9 +70,7 @@ def random_policy(env, num_envs: int, seed: int = 0) -> dict[str, float]:
     per episode, the robot's net displacement after 100/500/1000 steps, its mean planar speed
     and the share of steps spent outside the placement area."""
     length = env.episode_length
-    mesh = make_mesh()
-    check_divisible(num_envs, mesh)
-    split = NamedSharding(mesh, PartitionSpec(ENV_AXIS))
+    split = env_sharding(num_envs)
     navigation = hasattr(env, "config") and hasattr(env.config, "extents")
 
     def robot_xy(state):

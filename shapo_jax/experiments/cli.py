@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shapo_jax.training.cli import parse_override_value
+from shapo_jax.training.cli import add_cpu_devices_argument, parse_override_value
 from shapo_jax.training.config import ALGORITHMS
 from shapo_jax.training.devices import use_cpu_devices
 
@@ -47,9 +47,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/sweep", help="sweep directory")
     parser.add_argument("--distributed", action="store_true",
                         help="jax.distributed.initialize() first; each host runs its share")
-    parser.add_argument("--cpu-devices", type=int, metavar="N",
-                        help="split the CPU into N XLA devices and shard the envs over them "
-                             "(CPU-only machines: one per core, <= 512 navigation envs each)")
+    add_cpu_devices_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -45,11 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host)")
-    parser.add_argument("--cpu-devices", type=int, metavar="N",
-                        help="split the CPU into N XLA devices and shard the envs over them "
-                             "(CPU-only machines: one per core, <= 512 navigation envs each)")
+    add_cpu_devices_argument(parser)
     parser.add_argument("--no-plot", action="store_true")
     return parser
+
+
+def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """--cpu-devices N, shared by shapo-train and shapo-sweep (see `use_cpu_devices`)."""
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="split the CPU into N XLA devices and shard the envs over them "
+                             "(CPU-only machines: one per core; a run warns when a device's "
+                             "batch is too large for its task)")
 
 
 def parse_override_value(text: str) -> Any:

@@ -31,9 +31,8 @@ def use_cpu_devices(count: int, environ: MutableMapping[str, str] | None = None)
     Why: XLA:CPU runs one MJX program on about one core (SafetyPointGoal1, 512 envs: 2,563
     env steps/s on one core, 2,743 on two), so on a CPU-only machine sharding the env axis
     over one device per core trains about 1.7x faster (BENCHMARKS.md). It also keeps each
-    device's batch of navigation envs small: above about 800 envs XLA:CPU's batched Cholesky
-    (MJX's Newton solver) fans out over the thread pool, and two such calls at once can
-    deadlock it; keep <= 512 navigation envs per device. Only the CPU platform is split; on a
+    device's batch of MJX envs small enough for XLA:CPU's batched Cholesky to run inline; the
+    safe batch depends on the task (`cpu_batch_warning`). Only the CPU platform is split; on a
     GPU machine `jax.devices()` still lists the GPUs.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
