@@ -4,7 +4,7 @@
     state = env.reset(key); state = env.step(state, action); cost = state.info["cost"]
 """
 
-from envs.registry import list_envs, make, register, valid_overrides
+from envs.registry import check_overrides, list_envs, make, register, valid_overrides
 from envs.tiny import TinyHazardNav
 from envs.tiny import _factory as _tiny_factory
 from envs.wrappers import TimeLimit, WithCost
@@ -17,5 +17,5 @@ register(
 from envs import locomotion as _locomotion  # noqa: E402, F401
 from envs import navigation as _navigation  # noqa: E402, F401
 
-__all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "list_envs", "make", "register",
-           "valid_overrides"]
+__all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "check_overrides", "list_envs", "make",
+           "register", "valid_overrides"]

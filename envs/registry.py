@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from brax.envs.base import Env
@@ -44,17 +44,22 @@ def _spec(name: str) -> EnvSpec:
     return _REGISTRY[name]
 
 
-def make(name: str, **overrides) -> Env:
-    """Build a registered environment; `overrides` are passed to its factory.
-
-    The result follows the contract of `envs.wrappers`: `info["cost"]`, `info["truncation"]`,
-    and the attributes `observation_size`, `action_size`, `dt`, `episode_length`.
-    """
-    spec = _spec(name)
+def check_overrides(name: str, overrides: Iterable[str]) -> None:
+    """Raise ValueError for an unknown name or override keys that `make(name)` does not take
+    (without building anything: scripts call it before compiling)."""
     allowed = valid_overrides(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ValueError(
             f"unknown override(s) {unknown} for environment {name!r}; valid: {allowed}"
         )
-    return spec.factory(**overrides)
+
+
+def make(name: str, **overrides) -> Env:
+    """Build a registered environment; `overrides` are passed to its factory.
+
+    The result follows the contract of `envs.wrappers`: `info["cost"]`, `info["truncation"]`,
+    and the attributes `observation_size`, `action_size`, `dt`, `episode_length`.
+    """
+    check_overrides(name, overrides)
+    return _spec(name).factory(**overrides)

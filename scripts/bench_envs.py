@@ -9,6 +9,8 @@ uniformly random actions; reports the mean episode cost and return.
 
     .venv/bin/python scripts/bench_envs.py --envs SafetyPointGoal1 --num-envs 1024 --steps 20 \\
         --cpu-devices 2
+    .venv/bin/python scripts/bench_envs.py --envs SafetyPointButton1 --num-envs 4096 --steps 10 \\
+        --cpu-devices 2 --env-option solver=cg --env-option jacobian=sparse
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import envs
 from shapo_jax.rollout import init_tracker, reset_batch, rollout
+from shapo_jax.training.cli import add_env_option_argument, merge_env_options
 from shapo_jax.training.devices import ENV_AXIS, check_divisible, make_mesh, use_cpu_devices
 
 
@@ -124,12 +127,17 @@ def main() -> None:
                         help="environments for the random-policy episodes (0: skip)")
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="split the CPU into N devices and shard the envs over them")
+    add_env_option_argument(parser)
     args = parser.parse_args()
+    try:
+        overrides = merge_env_options({}, args.env_option)
+    except ValueError as error:
+        parser.error(str(error))
     if args.cpu_devices is not None:
         use_cpu_devices(args.cpu_devices)
     print(f"devices: {jax.devices()}")
     for name in args.envs:
-        env = envs.make(name)
+        env = envs.make(name, **overrides)
         for n in args.num_envs:
             sps, compile_s = throughput(env, n, args.steps)
             print(f"| {name} | {n} | {compile_s:.1f} | {sps:,.0f} |", flush=True)

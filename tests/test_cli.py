@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -293,16 +294,47 @@ TINY = ["--env", "TinyHazardNav", "--num-envs", "16", "--set", "rollout_length=5
         (["--rho-critic", "nan"], ["rho_critic=nan", "finite number >= 0"]),
         (["--set", "no_such_field=1"], ["unknown config field 'no_such_field'", "valid:"]),
         (["--cpu-devices", "0"], ["cpu devices must be a positive integer, got 0"]),
+        (["--env-option", "bogus=1"], ["unknown override(s) ['bogus']", "'TinyHazardNav'",
+                                       "valid: ['episode_length', 'hazard_radius'"]),
+        (["--env-option", "hazard_radius=-1"], ["hazard_radius must be > 0, got -1"]),
+        (["--env-option", "hazard_radius"], ["--env-option expects KEY=VALUE",
+                                             "'hazard_radius'"]),
+        (["--set", "env_options=3"], ["env_options=3", "must be a mapping"]),
     ],
     ids=["env", "algo", "set-algo", "zero-envs", "negative-envs", "negative-steps",
          "zero-seeds", "zero-rollout", "zero-minibatches", "minibatch-split", "delta-down",
-         "rho-nan", "unknown-field", "zero-cpu-devices"],
+         "rho-nan", "unknown-field", "zero-cpu-devices", "env-option-key", "env-option-value",
+         "env-option-form", "env-options-type"],
 )
 def test_bad_input_fails_with_one_clear_message(argv, expected, tmp_path, capsys, no_training):
     err = run_cli_expecting_error(TINY + argv + ["--out", str(tmp_path / "run")], capsys)
     for text in expected:
         assert text in err, (text, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_env_options_reach_the_env_and_survive_config_json() -> None:
+    """--env-option KEY=VALUE (and --set env_options={...}) end up in TrainConfig.env_options,
+    in any order, through config.json, and in the environment `config.make_env()` builds."""
+    rng = np.random.default_rng()
+    hazard, goal = (float(x) for x in rng.uniform(0.1, 0.9, 2))
+    args = build_parser().parse_args(
+        TINY + ["--set", f'env_options={{"goal_radius": {goal}}}',
+                "--env-option", f"hazard_radius={hazard}"])
+    config = config_from_args(args)
+    assert config.env_options == (("goal_radius", goal), ("hazard_radius", hazard))
+    reordered = dataclasses.replace(config, env_options={"hazard_radius": hazard,
+                                                         "goal_radius": goal})
+    assert reordered == config and hash(reordered) == hash(config)
+    saved = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert saved == config and saved.to_dict()["env_options"] == {"goal_radius": goal,
+                                                                   "hazard_radius": hazard}
+    env = saved.make_env()
+    while not hasattr(env, "hazard_radius"):
+        env = env.env
+    assert (env.hazard_radius, env.goal_radius) == (hazard, goal)
+    other = dataclasses.replace(config, env_options={"hazard_radius": hazard})
+    assert other != config
 
 
 def test_resume_without_run_or_checkpoint_fails_clearly(full_run, tmp_path, capsys,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 
-from shapo_jax.training.devices import HOST_DEVICE_FLAG, cpu_batch_warning, use_cpu_devices
+from shapo_jax.training.devices import (
+    HOST_DEVICE_FLAG,
+    cpu_batch_warning,
+    needs_lapack,
+    use_cpu_devices,
+)
 
 
 def test_flag_added_after_existing_flags() -> None:
@@ -80,3 +86,34 @@ def test_cpu_batch_warning_on_registered_tasks() -> None:
     assert warning is not None and f"nv={nv}" in warning and "--cpu-devices 2" in warning
     assert cpu_batch_warning(envs.make("TinyHazardNav"), 10**6, "cpu") is None
     assert cpu_batch_warning(_Env(None), 10**6, "cpu") is None
+    assert "--env-option solver=cg --env-option jacobian=sparse" in warning
+
+
+def test_lapack_free_physics_has_no_batch_limit() -> None:
+    """CG with a sparse Jacobian calls no LAPACK routine (the lowering test is in
+    test_envs_navigation.py), so no batch is too large; Newton, a dense Jacobian or the
+    implicit integrator each bring a Cholesky back."""
+    import envs
+
+    free = envs.make("SafetyPointGoal1", solver="cg", jacobian="sparse")
+    assert not needs_lapack(free.env.mj_model)
+    assert cpu_batch_warning(free, 10**6, "cpu") is None
+    # jacobian "auto" is sparse from nv = 60 on: PointGoal2 (nv 63) needs only solver="cg".
+    goal2 = envs.make("SafetyPointGoal2", solver="cg")
+    assert goal2.env.mj_model.nv >= 60 and cpu_batch_warning(goal2, 10**6, "cpu") is None
+    assert cpu_batch_warning(envs.make("SafetyPointGoal2"), 3, "cpu") is not None
+    # Below nv = 60 "auto" is dense: CG alone still factorises the mass matrix.
+    assert cpu_batch_warning(envs.make("SafetyPointGoal1", solver="cg"), 10**3, "cpu")
+    for change in ({"solver": "newton"}, {"jacobian": "dense"}, {"integrator": "implicit"}):
+        model = free.env.mj_model
+        kept = (model.opt.solver, model.opt.jacobian, model.opt.integrator)
+        try:
+            if "solver" in change:
+                model.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
+            if "jacobian" in change:
+                model.opt.jacobian = mujoco.mjtJacobian.mjJAC_DENSE
+            if "integrator" in change:
+                model.opt.integrator = mujoco.mjtIntegrator.mjINT_IMPLICIT
+            assert needs_lapack(model), change
+        finally:
+            model.opt.solver, model.opt.jacobian, model.opt.integrator = kept

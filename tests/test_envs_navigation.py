@@ -393,3 +393,83 @@ def test_gremlin_contact_costs(gremlin_env):
     assert bool(env._contacts(state.pipeline_state.data, "gremlin", 1)[0])
     far = step(place_gremlin(env, base, [0.0, 0.0], [0.6, -0.6]), jnp.zeros(2))
     assert float(far.info["cost"]) == 0.0
+
+
+# ------------------------------------------------------------------------- solver options
+def test_cg_solver_with_sparse_jacobian_needs_no_lapack_and_follows_newton():
+    """solver="cg", jacobian="sparse" (BENCHMARKS.md: no batched-Cholesky limit on a CPU): the
+    lowered step calls no LAPACK routine where MuJoCo's default Newton step does, and from the
+    same states under the same random actions it follows Newton's trajectories to within
+    millimetres, contacts with the vase, the gremlin and the button included. The default Newton
+    settings follow a converged solve (50 iterations) exactly."""
+    options = dict(task="button", num_buttons=1, num_hazards=2, num_vases=1, num_gremlins=1,
+                   extents=(-0.8, -0.8, 0.8, 0.8))
+    newton = SafetyNavigation(NavConfig(**options))
+    cg = SafetyNavigation(NavConfig(**options, solver="cg", jacobian="sparse"))
+    assert (cg.mj_model.opt.solver, cg.mj_model.opt.jacobian) == (
+        mujoco.mjtSolver.mjSOL_CG, mujoco.mjtJacobian.mjJAC_SPARSE)
+    seed = int(np.random.default_rng().integers(2**31))
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    num_envs, steps = 8, 20
+    actions = jax.random.uniform(keys[1], (steps, num_envs, 2), minval=-1, maxval=1)
+    converged = SafetyNavigation(NavConfig(**options, solver_iterations=50,
+                                           solver_ls_iterations=50))
+    qpos, costs = {}, {}
+    for name, env in (("newton", newton), ("cg", cg), ("converged", converged)):
+        # The same layouts for both: the draws do not depend on the solver.
+        state = jax.jit(jax.vmap(env.reset))(jax.random.split(keys[0], num_envs))
+        lowered = jax.jit(jax.vmap(env.step)).lower(state, actions[0])
+        assert ("lapack" in lowered.as_text().lower()) == (name != "cg")
+        step = lowered.compile()
+        qpos[name], costs[name] = [], []
+        for action in actions:
+            state = step(state, action)
+            qpos[name].append(np.asarray(state.pipeline_state.data.qpos))
+            costs[name].append(np.asarray(state.info["cost"]))
+    qpos_newton, qpos_cg = np.stack(qpos["newton"]), np.stack(qpos["cg"])
+    # The Point's default Newton settings (8 iterations, 2 line-search) are a converged solve
+    # (identical in all but a few contacts, where rounding then grows).
+    unconverged = np.abs(qpos_newton - np.stack(qpos["converged"]))
+    assert np.median(unconverged) < 1e-7 and np.percentile(unconverged, 99) < 1e-4
+    assert np.isfinite(qpos_cg).all()
+    assert np.abs(qpos_newton[-1] - qpos_newton[0])[:, :2].max() > 0.01  # the robots moved
+    # Contacts amplify rounding differences in a few envs, so compare robust statistics: with
+    # Newton's solution, CG's (16 iterations) stays within 1e-6 in the median and 1e-4 at the
+    # 95th percentile; one CG iteration (unconverged) gives 2e-5 and 0.3 (vase, gremlin).
+    error = np.abs(qpos_cg - qpos_newton)
+    assert np.median(error) < 5e-6
+    assert np.percentile(error[..., :2], 95) < 1e-3  # the robot's x, y
+    assert np.percentile(error[..., 3:], 95) < 1e-3  # the vase's and gremlin's free joints
+    assert (np.stack(costs["cg"]) == np.stack(costs["newton"])).mean() >= 0.98
+
+
+def test_solver_and_jacobian_overrides_are_checked():
+    with pytest.raises(ValueError, match=r"solver must be one of \['cg', 'newton'\], got 'pgs'"):
+        envs.make("SafetyPointGoal1", solver="pgs")
+    with pytest.raises(ValueError, match=r"jacobian must be one of .*'sparse'.*got 'csr'"):
+        envs.make("SafetyPointGoal1", jacobian="csr")
+
+
+def test_car_default_solver_settings_follow_a_converged_solve():
+    """The Car's wheel contacts need 10 Newton iterations (RobotSpec.newton_iterations): its
+    default steps follow a converged solve (50, 50) where 4 iterations drift by centimetres."""
+    options = dict(robot="Car", num_hazards=2, num_vases=0)
+    seed = int(np.random.default_rng().integers(2**31))
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    num_envs, steps = 8, 20
+    actions = jax.random.uniform(keys[1], (steps, num_envs, 2), minval=-1, maxval=1)
+    xy = {}
+    for name, extra in (("default", {}), ("converged", dict(solver_iterations=50,
+                                                            solver_ls_iterations=50))):
+        env = SafetyNavigation(NavConfig(**options, **extra))
+        assert env.mj_model.opt.iterations == (10 if name == "default" else 50)
+
+        def body(state, action, env=env):
+            state = jax.vmap(env.step)(state, action)
+            return state, state.pipeline_state.data.qpos[:, :2]
+        state = jax.jit(jax.vmap(env.reset))(jax.random.split(keys[0], num_envs))
+        xy[name] = np.asarray(jax.jit(lambda s, body=body: jax.lax.scan(body, s, actions)[1])(
+            state))
+    assert np.abs(xy["converged"][-1] - xy["converged"][0]).max() > 0.01  # the cars moved
+    error = np.linalg.norm(xy["default"] - xy["converged"], axis=-1)
+    assert np.median(error) < 1e-4 and np.percentile(error, 90) < 1e-2

@@ -110,6 +110,24 @@ def test_grouping_one_program_per_static_config_and_host_shares():
         assert indices == list(range(len(chunks)))
 
 
+def test_env_options_define_the_program_and_bad_ones_fail_before_training(tmp_path, capsys):
+    radius = float(np.random.default_rng().uniform(0.2, 0.8))
+    plain = group_members(expand_grid(small_spec()))
+    optioned = group_members(expand_grid(small_spec(
+        env_set={"TinyHazardNav": {"env_options": {"hazard_radius": radius}}})))
+    assert [len(g.members) for g in optioned] == [len(g.members) for g in plain]
+    for a, b in zip(plain, optioned, strict=True):
+        assert b.config.env_options == (("hazard_radius", radius),)
+        assert a.group_id != b.group_id
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit):
+        sweep_main(["--algos", "ppo_lag", "--envs", "TinyHazardNav", "--env-option", "bogus=1",
+                    "--out", str(out), "--quiet"])
+    assert "unknown override(s) ['bogus'] for environment 'TinyHazardNav'" in (
+        capsys.readouterr().err)
+    assert not out.exists()
+
+
 # ----- running ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

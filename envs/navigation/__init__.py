@@ -76,6 +76,8 @@ def make_navigation(
     frame_skip: int | None = None,
     solver_iterations: int | None = None,
     solver_ls_iterations: int | None = None,
+    solver: str | None = None,
+    jacobian: str | None = None,
     num_candidates: int | None = None,
 ) -> Env:
     """`TimeLimit(SafetyNavigation(config), episode_length)` for a registered task name."""
@@ -87,7 +89,7 @@ def make_navigation(
         num_gremlins=num_gremlins, vases_constrained=vases_constrained,
         hazard_size=hazard_size, goal_size=goal_size, frame_skip=frame_skip,
         solver_iterations=solver_iterations, solver_ls_iterations=solver_ls_iterations,
-        num_candidates=num_candidates,
+        solver=solver, jacobian=jacobian, num_candidates=num_candidates,
     ).items() if v is not None}
     if extents is not None and len(overrides["extents"]) != 4:
         raise ValueError(f"extents must be (xmin, ymin, xmax, ymax), got {extents!r}")

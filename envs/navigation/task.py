@@ -39,6 +39,15 @@ GREMLIN_SIZE = 0.1
 GREMLIN_HEIGHT = 2 * GREMLIN_SIZE  # the box's centre (and its target's) above the floor
 GREMLIN_WELD_SOLREF = "0.02 1.5"
 BUTTON_SIZE = 0.1
+# MuJoCo's constraint solvers and Jacobian layouts. The originals use MuJoCo's defaults
+# (Newton, auto); "cg" with "sparse" needs no LAPACK call in MJX, see BENCHMARKS.md.
+SOLVERS = {"newton": "Newton", "cg": "CG"}
+# (iterations, line-search iterations) of CG when a config leaves them unset (Newton's are the
+# robot's `newton_iterations`). CG needs about 16 to match Newton on the Point's scenes (with 8 a
+# resting vase creeps by millimetres in 20 steps); 2 line-search iterations match as closely as
+# 16 and cost less (MJX runs all of them). On the Car's wheel contacts even 32 do not converge.
+CG_ITERATIONS = (16, 2)
+JACOBIANS = {"auto": "auto", "dense": "dense", "sparse": "sparse"}
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,10 @@ class NavConfig:
     reward_goal: float = 1.0
     reward_clip: float = 10.0
     frame_skip: int = 10
-    solver_iterations: int = 4
-    solver_ls_iterations: int = 8
+    solver: str = "newton"
+    solver_iterations: int | None = None  # None: the robot's Newton default or CG_ITERATIONS
+    solver_ls_iterations: int | None = None
+    jacobian: str = "auto"
     num_candidates: int = DEFAULT_CANDIDATES
     lidar_max_dist: float = 3.0
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -90,6 +101,14 @@ class NavConfig:
             raise ValueError(f"a button task needs num_buttons >= 1, got {self.num_buttons!r}")
         if self.frame_skip < 1:
             raise ValueError(f"frame_skip must be >= 1, got {self.frame_skip!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {self.solver!r}")
+        if self.jacobian not in JACOBIANS:
+            raise ValueError(f"jacobian must be one of {sorted(JACOBIANS)}, got {self.jacobian!r}")
+        for name in ("solver_iterations", "solver_ls_iterations"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates!r}")
 
@@ -116,6 +135,10 @@ def build_mjcf(config: NavConfig) -> str:
     gremlins, so qpos/qvel hold the robot's dofs, then 7/6 per vase, then 7/6 per gremlin;
     mocap bodies come in the order buttons, gremlin targets."""
     robot: RobotSpec = ROBOTS[config.robot]
+    default_iterations, default_ls_iterations = (
+        robot.newton_iterations if config.solver == "newton" else CG_ITERATIONS)
+    iterations = config.solver_iterations or default_iterations
+    ls_iterations = config.solver_ls_iterations or default_ls_iterations
     parts = []
     if config.num_vases or config.robot == "Car":
         parts.append('<geom name="floor" type="plane" size="10 10 0.1" condim="6" '
@@ -145,8 +168,9 @@ def build_mjcf(config: NavConfig) -> str:
     equality = f"  <equality>\n{welds}\n  </equality>" if welds else ""
     return f"""
 <mujoco model="safety_{config.robot.lower()}_{config.task}">
-  <option timestep="{robot.timestep}" integrator="Euler" iterations="{config.solver_iterations}"
-          ls_iterations="{config.solver_ls_iterations}"/>
+  <option timestep="{robot.timestep}" integrator="Euler" iterations="{iterations}"
+          ls_iterations="{ls_iterations}" solver="{SOLVERS[config.solver]}"
+          jacobian="{JACOBIANS[config.jacobian]}"/>
   <worldbody>
 {body}
   </worldbody>

@@ -19,7 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shapo_jax.training.cli import add_cpu_devices_argument, parse_override_value
+from shapo_jax.training.cli import (
+    add_cpu_devices_argument,
+    add_env_option_argument,
+    merge_env_options,
+    parse_override_value,
+)
 from shapo_jax.training.config import ALGORITHMS
 from shapo_jax.training.devices import use_cpu_devices
 
@@ -42,6 +47,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-envs", type=int, help="parallel environments per run")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="override a TrainConfig field for every run, repeatable")
+    add_env_option_argument(parser)
     parser.add_argument("--max-group-size", type=int,
                         help="at most this many runs per compiled program (memory)")
     parser.add_argument("--out", default="runs/sweep", help="sweep directory")
@@ -85,6 +91,9 @@ def spec_from_args(args: argparse.Namespace):
             raise ValueError(f"--set expects FIELD=JSON, got {item!r}")
         field, text = item.split("=", 1)
         data["set"][field] = parse_override_value(text)
+    if args.env_option:
+        data["set"]["env_options"] = merge_env_options(data["set"].get("env_options"),
+                                                       args.env_option)
     if args.max_group_size is not None:
         data["max_group_size"] = args.max_group_size
     if not data.get("algos") or not data.get("envs"):
@@ -105,6 +114,10 @@ def sweep_main(argv: list[str] | None = None) -> int:
     try:
         spec = spec_from_args(args)
         groups = group_members(expand_grid(spec), spec.max_group_size)
+        import envs
+
+        for group in groups:
+            envs.check_overrides(group.config.env, dict(group.config.env_options))
     except (ValueError, TypeError, OSError, json.JSONDecodeError) as error:
         _fail("shapo-sweep", str(error))
     if args.dry_run:

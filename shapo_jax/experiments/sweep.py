@@ -57,11 +57,9 @@ class _Program:
     """The jitted functions of one static config on one mesh (compiled once per shape)."""
 
     def __init__(self, config: TrainConfig, mesh: Mesh):
-        import envs
-
         self.config, self.mesh = config, mesh
         check_divisible(config.num_envs, mesh)
-        self.trainer: Trainer = make_train(config, envs.make(config.env),
+        self.trainer: Trainer = make_train(config, config.make_env(),
                                            vmap_axis_name=MEMBER_AXIS)
         self._init = jax.vmap(self.trainer.init)
         self._compiled: dict[Any, Any] = {}

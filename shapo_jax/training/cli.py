@@ -3,6 +3,7 @@
     shapo-train --env SafetyPointGoal1 --algo shapo_ppo_lag --seeds 3 --out runs/pg1
     shapo-train --resume runs/pg1            # continue from the last checkpoint
     shapo-train --set update_epochs=8 --set hidden_sizes=[128,128] ...
+    shapo-train --env SafetyPointButton1 --env-option solver=cg --env-option jacobian=sparse
 
 Writes DIR/config.json, DIR/metrics.jsonl (one JSON object per log point and seed),
 DIR/checkpoints/ (orbax, full state) and DIR/training.png.
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cost-limit", type=float, help="episode cost limit d")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field (JSON value), repeatable")
+    add_env_option_argument(parser)
     parser.add_argument("--out", default="runs/latest", help="output directory")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     parser.add_argument("--distributed", action="store_true",
@@ -56,6 +58,24 @@ def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
                         help="split the CPU into N XLA devices and shard the envs over them "
                              "(CPU-only machines: one per core; a run warns when a device's "
                              "batch is too large for its task)")
+
+
+def add_env_option_argument(parser: argparse.ArgumentParser) -> None:
+    """--env-option KEY=VALUE, shared by shapo-train and shapo-sweep (TrainConfig.env_options)."""
+    parser.add_argument("--env-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment override passed to envs.make (JSON value), e.g. "
+                             "solver=cg; repeatable")
+
+
+def merge_env_options(options: Any, items: list[str]) -> dict[str, Any]:
+    """`options` (a dict or pairs, e.g. from config.json) updated by --env-option items."""
+    merged = dict(options or {})
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-option expects KEY=VALUE, got {item!r}")
+        merged[key] = parse_override_value(text)
+    return merged
 
 
 def parse_override_value(text: str) -> Any:
@@ -81,6 +101,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         if field not in valid:
             raise ValueError(f"--set: unknown config field {field!r}; valid: {sorted(valid)}")
         data[field] = parse_override_value(text)
+    if args.env_option:
+        data["env_options"] = merge_env_options(data.get("env_options"), args.env_option)
     return TrainConfig.from_dict(data)
 
 
@@ -112,11 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             _fail(str(error))
     if args.distributed:
         jax.distributed.initialize()
-    import envs
     from shapo_jax.training.runner import Runner
 
     try:
-        env = envs.make(config.env)
+        env = config.make_env()
         runner = Runner(config, env, out, resume=bool(args.resume))
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))

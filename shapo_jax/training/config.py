@@ -37,6 +37,9 @@ class TrainConfig:
     """Everything that fixes the compiled program (shapes, algorithm, static settings)."""
 
     env: str = "SafetyPointGoal1"
+    # keyword overrides of envs.make(env, ...), e.g. {"solver": "cg", "jacobian": "sparse"};
+    # given as a dict, kept as sorted (key, value) pairs so that the config stays hashable
+    env_options: tuple[tuple[str, Any], ...] = ()
     algo: str = "shapo_ppo_lag"
     total_steps: int = 2_000_000
     num_envs: int = 1024
@@ -92,6 +95,7 @@ class TrainConfig:
     checkpoint_every: int = 5
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "env_options", _option_pairs(self.env_options))
         self.validate()
 
     @property
@@ -190,7 +194,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
+        out["env_options"] = dict(self.env_options)
         return out
+
+    def make_env(self):
+        """`envs.make(env, **env_options)`: the environment this config trains on."""
+        import envs
+
+        return envs.make(self.env, **dict(self.env_options))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -202,6 +213,27 @@ class TrainConfig:
         if "hidden_sizes" in data:
             data["hidden_sizes"] = tuple(int(h) for h in data["hidden_sizes"])
         return cls(**data)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return _option_pairs(value)
+    return value
+
+
+def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
+    """env_options as sorted (key, value) pairs from a dict or pairs (lists become tuples)."""
+    try:
+        items = dict(options).items()
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid config: env_options={options!r}; must be a mapping of "
+                         "environment overrides, e.g. {\"solver\": \"cg\"}") from None
+    for key, _ in items:
+        if not isinstance(key, str):
+            raise ValueError(f"invalid config: env_options key {key!r}; must be a string")
+    return tuple(sorted((key, _hashable(value)) for key, value in items))
 
 
 def stack_hyperparameters(members: list[Hyperparameters]) -> Hyperparameters:

@@ -59,17 +59,39 @@ def use_cpu_devices(count: int, environ: MutableMapping[str, str] | None = None)
 LAPACK_INLINE_WORK = 200_000
 
 
-def _degrees_of_freedom(env: object) -> int | None:
-    """nv of the MuJoCo model behind `env` (through wrappers), or None if there is none."""
+def _mujoco_model(env: object) -> object | None:
+    """The MuJoCo or MJX model behind `env` (through wrappers), or None if there is none."""
     for _ in range(16):
         for name in ("mj_model", "sys"):
             model = getattr(env, name, None)
             if model is not None and isinstance(getattr(model, "nv", None), int):
-                return model.nv
+                return model
         env = getattr(env, "env", None)
         if env is None:
             return None
     return None
+
+
+def needs_lapack(model: object) -> bool:
+    """Whether MJX calls LAPACK (a Cholesky) when stepping `model`.
+
+    MJX factorises the mass matrix densely unless the Jacobian is sparse (jacobian "sparse",
+    or "auto" with nv >= 60), the Newton solver factorises its Hessian, and the implicit
+    integrator its own matrix; CG with a sparse Jacobian and an explicit integrator needs none.
+    A model without these options counts as needing LAPACK.
+    """
+    import mujoco
+
+    opt = getattr(model, "opt", None)
+    try:
+        solver, jacobian = int(opt.solver), int(opt.jacobian)
+        integrator = int(opt.integrator)
+    except (AttributeError, TypeError):
+        return True
+    sparse = jacobian == int(mujoco.mjtJacobian.mjJAC_SPARSE) or (
+        jacobian == int(mujoco.mjtJacobian.mjJAC_AUTO) and model.nv >= 60)
+    return (solver != int(mujoco.mjtSolver.mjSOL_CG) or not sparse
+            or integrator == int(mujoco.mjtIntegrator.mjINT_IMPLICIT))
 
 
 def cpu_batch_warning(env: object, batch_per_device: int, platform: str) -> str | None:
@@ -78,18 +100,22 @@ def cpu_batch_warning(env: object, batch_per_device: int, platform: str) -> str 
     MJX's Newton solver factorises an nv x nv matrix per environment. On a CPU device a batch
     of them above LAPACK_INLINE_WORK / (nv^3 / 3) is split over the thread pool, and two such
     calls at once can deadlock (BENCHMARKS.md). Returns None when the batch is safe, the
-    platform is not "cpu" or the env has no MuJoCo model.
+    platform is not "cpu", the env has no MuJoCo model or its model needs no LAPACK
+    (`needs_lapack`: CG solver, sparse Jacobian).
     """
-    nv = _degrees_of_freedom(env)
-    if platform != "cpu" or nv is None:
+    model = _mujoco_model(env)
+    if platform != "cpu" or model is None or not needs_lapack(model):
         return None
+    nv = model.nv
     safe = (LAPACK_INLINE_WORK - 1) // max(nv**3 // 3, 1)
     if batch_per_device <= safe:
         return None
     return (f"warning: {batch_per_device} envs per CPU device (seeds x envs / devices) of a "
             f"task with nv={nv} may hang in XLA:CPU's batched Cholesky; keep <= {safe} per "
-            f"device, e.g. with --cpu-devices {-(-batch_per_device // max(safe, 1))} or more "
-            f"(see BENCHMARKS.md)")
+            f"device, e.g. with --cpu-devices {-(-batch_per_device // max(safe, 1))} or more, "
+            f"or step it with MuJoCo's CG solver and a sparse Jacobian, which need no LAPACK "
+            f"(navigation tasks: --env-option solver=cg --env-option jacobian=sparse; see "
+            f"BENCHMARKS.md)")
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
