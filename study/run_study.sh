@@ -1,6 +1,6 @@
 #!/bin/bash
 # The study behind RESULTS.md, as it was run on the 2-core development CPU (part 1: about
-# 1.5 h; part 2: about 40 min).
+# 1.5 h; part 2: about 40 min; part 3: about 30 min).
 # Each sweep resumes where it stopped when the same command is run again.
 set -euxo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,16 @@ $S2 --algos ppo_lag shapo_ppo_lag trpo_lag --envs SafetyAntFall --cost-limit 0.2
 $S2 --algos shapo_trpo_lag --envs SafetyAntFall --cost-limit 0.2 --delta-down 0.001 --seeds 5 \
     --total-steps 160000 --num-envs 64 --set log_every_steps=20480 --quiet \
     --out runs/study/SafetyAntFall-limit0.2
+# Part 3: SafetyPointButton1 with its welded gremlins (part 1 ran the earlier kinematic ones),
+# all four learners, stepped with MuJoCo's CG solver and a sparse Jacobian: no LAPACK call, so
+# 5 seeds x 64 envs fit on 2 CPU devices (Newton allows 30 envs per device), and its
+# trajectories follow Newton's (tests/test_envs_navigation.py, BENCHMARKS.md). About 30 min.
+B="$S2 --envs SafetyPointButton1 --seeds 5 --total-steps 81920 --num-envs 64 \
+   --set log_every_steps=20480 --env-option solver=cg --env-option jacobian=sparse --quiet \
+   --out runs/study/SafetyPointButton1-welded"
+$B --algos ppo_lag shapo_ppo_lag trpo_lag
+$B --algos shapo_trpo_lag --delta-down 0.001
 for task in TinyHazardNav SafetyPointGoal1 SafetyAntVelocity SafetyAntFall SafetyPointButton1 \
-            SafetyAntFall-limit0.2; do
+            SafetyAntFall-limit0.2 SafetyPointButton1-welded; do
   .venv/bin/shapo-plot runs/study/$task --out study/figures/$task
 done

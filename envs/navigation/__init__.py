@@ -56,8 +56,7 @@ _DESCRIPTIONS = {
     " 4 hazards, 4 gremlins; obs 76.",
     "SafetyPointButton2": _EXPERIMENTAL + "Point robot presses goal buttons;"
     " 8 hazards, 6 gremlins; obs 76.",
-    "SafetyCarGoal1": _EXPERIMENTAL + "Car (differential drive)"
-    " reaches goals, 8 hazards, 1 vase; obs 72.",
+    "SafetyCarGoal1": "Car (differential drive) reaches goals, 8 hazards, 1 vase; obs 72.",
     "SafetyCarGoal2": _EXPERIMENTAL + "Car, 10 hazards, 10 costly vases in [-2, 2]^2; obs 72.",
 }
 
