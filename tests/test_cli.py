@@ -335,6 +335,8 @@ def test_env_options_reach_the_env_and_survive_config_json() -> None:
     assert (env.hazard_radius, env.goal_radius) == (hazard, goal)
     other = dataclasses.replace(config, env_options={"hazard_radius": hazard})
     assert other != config
+    # No options, no key: sweeps' run ids (digests of to_dict) predate the field.
+    assert "env_options" not in dataclasses.replace(config, env_options={}).to_dict()
 
 
 def test_resume_without_run_or_checkpoint_fails_clearly(full_run, tmp_path, capsys,

@@ -194,7 +194,12 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
-        out["env_options"] = dict(self.env_options)
+        # Without options the key is left out, so that the run ids of sweeps (digests of this
+        # dict) stay those of configs written before the field existed.
+        if self.env_options:
+            out["env_options"] = dict(self.env_options)
+        else:
+            del out["env_options"]
         return out
 
     def make_env(self):
