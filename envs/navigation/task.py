@@ -42,12 +42,12 @@ BUTTON_SIZE = 0.1
 # MuJoCo's constraint solvers and Jacobian layouts. The originals use MuJoCo's defaults
 # (Newton, auto); "cg" with "sparse" needs no LAPACK call in MJX, see BENCHMARKS.md.
 SOLVERS = {"newton": "Newton", "cg": "CG"}
+JACOBIANS = {"auto": "auto", "dense": "dense", "sparse": "sparse"}
 # (iterations, line-search iterations) of CG when a config leaves them unset (Newton's are the
 # robot's `newton_iterations`). CG needs about 16 to match Newton on the Point's scenes (with 8 a
 # resting vase creeps by millimetres in 20 steps); 2 line-search iterations match as closely as
 # 16 and cost less (MJX runs all of them). On the Car's wheel contacts even 32 do not converge.
 CG_ITERATIONS = (16, 2)
-JACOBIANS = {"auto": "auto", "dense": "dense", "sparse": "sparse"}
 
 
 @dataclass(frozen=True)
