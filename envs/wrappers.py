@@ -1,6 +1,6 @@
 """Wrappers that give any Brax-style environment the safe-RL contract.
 
-Contract (DESIGN.md section 3): `state.info["cost"]` is the per-step cost (float >= 0),
+Contract (docs/environments.md §2-§3): `state.info["cost"]` is the per-step cost (float >= 0),
 `state.done` is 1 on termination or truncation, and `state.info["truncation"]` is 1 when the
 episode ended only because the time limit was reached (bootstrapping stays valid then).
 """

@@ -30,7 +30,8 @@ from shapo_jax.sharpness.tree_math import tree_vdot
 from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.update.critic import critic_step
 from shapo_jax.update.learner import UpdateBatch, make_optimizer
-from shapo_jax.update.ppo import ppo_objective, shapo_policy_gradient
+from shapo_jax.update.ppo import ppo_objective
+from shapo_jax.update.shapo_step import fisher_subsample, policy_fisher_product, policy_gradient
 
 SETTINGS = [(0.25, 10), (0.1, 10), (0.1, 5), (1.0, 10)]
 
@@ -70,19 +71,28 @@ def main() -> None:
 
     def cg(p, g, obs):
         fvp = gaussian_fisher_vector_product(lambda q: networks.actor.apply(q, obs), p)
-        return conjugate_gradient(fvp, g, iters=10, damping=config.cg_damping)
+        return conjugate_gradient(fvp, g, iters=10, damping=config.shapo_cg_damping)
 
     def one_product(p, g, obs):
         return gaussian_fisher_vector_product(lambda q: networks.actor.apply(q, obs), p)(g)
 
     optimizer = make_optimizer(config.max_grad_norm)
     critic = state.learner.critic_params, state.learner.critic_opt_state
-    quarter = batch.obs[: config.minibatch_size // 4]
+    quarter = fisher_subsample(batch.obs, 0.25)
+    shapo = config.shapo_settings()
+
+    def shapo_gradient(p, b):
+        def fisher():
+            obs = fisher_subsample(b.obs, shapo.fisher_fraction)
+            return policy_fisher_product(networks, p, obs)
+
+        return policy_gradient(lambda q: ppo_objective(q, networks, b, config.clip, 0.0), p,
+                               shapo, jnp.float32(config.delta_down), fisher, b.cost).ascent
+
     print(f"1. one minibatch step ({config.minibatch_size} samples), ms per call")
     for name, fn, args in [
         ("plain policy gradient", jax.grad(objective), (params, batch)),
-        ("SHAPO policy gradient", lambda p, b: shapo_policy_gradient(
-            p, networks, b, jnp.float32(config.delta_down), config)[0], (params, batch)),
+        ("SHAPO policy gradient", shapo_gradient, (params, batch)),
         ("CG, 10 iterations, Fisher on 1/4", cg, (params, grad, quarter)),
         ("one Fisher product on 1/4", one_product, (params, grad, quarter)),
         ("critic step", lambda c, o, b: critic_step(
@@ -96,7 +106,7 @@ def main() -> None:
     print("2./3. fisher_fraction, cg_iters -> training env steps/s; cosine of epsilon")
     for fraction, iters in SETTINGS:
         cfg = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=1024,
-                          rollout_length=32, fisher_fraction=fraction, cg_iters=iters)
+                          rollout_length=32, fisher_fraction=fraction, shapo_cg_iters=iters)
         t = make_train(cfg, env)
         s = jax.jit(t.init)(jax.random.PRNGKey(0))
         run = jax.jit(t.run, static_argnums=1)
@@ -115,10 +125,10 @@ def main() -> None:
             def epsilon(obs, iters, p=p, g=g, cfg=cfg):
                 fvp = gaussian_fisher_vector_product(lambda q: networks.actor.apply(q, obs), p)
                 return shapo_perturbation(None, None, p, cfg.delta_down, cg_iters=iters,
-                                          damping=cfg.cg_damping, fisher_product=fvp, grad=g)
+                                          damping=cfg.shapo_cg_damping, fisher_product=fvp, grad=g)
 
             reference = epsilon(b.obs, 50)
-            approx = epsilon(b.obs[: max(1, int(round(fraction * 1024)))], iters)
+            approx = epsilon(fisher_subsample(b.obs, fraction), iters)
             cosines.append(float(tree_vdot(approx, reference) / jnp.sqrt(
                 tree_vdot(approx, approx) * tree_vdot(reference, reference))))
         print(f"   fraction {fraction:4.2f}, cg_iters {iters:2d}: {sps:9,.0f} env steps/s; "

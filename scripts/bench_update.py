@@ -30,6 +30,7 @@ from shapo_jax.policy import gaussian_log_prob
 from shapo_jax.rollout import init_tracker, reset_batch, rollout
 from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.training.config import ALGORITHMS
+from shapo_jax.update import UpdateHyperparameters
 from shapo_jax.update.learner import UpdateBatch
 
 
@@ -90,8 +91,9 @@ def bench(env_name: str, algo: str, args: argparse.Namespace) -> dict[str, float
 
     hp = config.hyperparameters()
     batch = synthetic_batch(trainer, state, jax.random.PRNGKey(1))
+    radii = UpdateHyperparameters(shapo_radius=hp.delta_down, critic_radius=hp.rho_critic)
     policy_update = jax.jit(
-        lambda learner, batch, key: trainer._policy_update(learner, batch, key, hp.delta_down, hp)
+        lambda learner, batch, key: trainer.policy_update(learner, batch, key, radii)
     )
     update_s = timed(policy_update, state.learner, batch, jax.random.PRNGKey(2),
                      repeats=3 * args.repeats)

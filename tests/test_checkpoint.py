@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shapo_jax.training.checkpoint import Checkpointer, atomic_write_json
+from shapo_jax.io import atomic_write_json
+from shapo_jax.training.checkpoint import Checkpointer
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -18,6 +18,7 @@ import pytest
 
 import envs
 from shapo_jax.training import TrainConfig
+from shapo_jax.training import program as program_module
 from shapo_jax.training import runner as runner_module
 from shapo_jax.training.cli import build_parser, config_from_args, main
 from shapo_jax.training.runner import Runner
@@ -251,7 +252,7 @@ def no_training(monkeypatch):
             compilations.append(event)
 
     monkeypatch.setattr(runner_module.Runner, "train", refuse)
-    monkeypatch.setattr(runner_module.Runner, "_run_fn", refuse)
+    monkeypatch.setattr(program_module.TrainingProgram, "compiled_chunk", refuse)
     jax.monitoring.register_event_duration_secs_listener(record)
     try:
         yield

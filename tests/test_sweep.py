@@ -26,7 +26,7 @@ from shapo_jax.experiments.cli import plot_main, sweep_main
 from shapo_jax.experiments.table import METRIC_COLUMNS
 
 SMALL = {"num_envs": 16, "rollout_length": 50, "total_steps": 2400, "log_every_steps": 800,
-         "hidden_sizes": [16], "update_epochs": 1, "num_minibatches": 2, "cg_iters": 2,
+         "hidden_sizes": [16], "update_epochs": 1, "num_minibatches": 2, "shapo_cg_iters": 2,
          "eval_every": 2, "eval_envs": 4, "cost_limit": 1.0}
 COMPARED = [c for c in METRIC_COLUMNS if c != "sps"]
 

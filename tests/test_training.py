@@ -78,7 +78,7 @@ def test_shapo_ppo_with_positive_radius_differs_and_reports_sane_diagnostics():
                    for x, y in zip(a, b, strict=True)]
         assert any(changed), params
     metrics = {k: np.asarray(v) for k, v in metrics.items()}
-    np.testing.assert_array_equal(metrics["delta_down"], np.float32(DELTA))
+    np.testing.assert_array_equal(metrics["shapo_radius"], np.float32(DELTA))
     # 1/2 eps^T F eps: delta_down exactly for F + damping, a little less for F itself.
     predicted = metrics["shapo_predicted_kl"]
     assert np.all(predicted <= DELTA * (1 + 1e-4)) and np.all(predicted > 0.3 * DELTA), predicted
@@ -105,33 +105,37 @@ def test_shapo_ppo_with_positive_radius_differs_and_reports_sane_diagnostics():
 def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
     trainer, init, _ = jitted("shapo_ppo_lag", delta_down=0.0, rho_critic=0.0)
     members = [(3, 0.0, 0.0), (4, DELTA, 0.01)]  # (seed, delta_down, rho_critic)
-    keys = jnp.stack([jax.random.PRNGKey(seed) for seed, _, _ in members])
-    hps = stack_hyperparameters([hyperparameters(trainer.config, d, r) for _, d, r in members])
-    initial = jax.jit(jax.vmap(trainer.init))(keys, hps)
-    states, metrics = jax.jit(jax.vmap(lambda s, hp: trainer.run(s, UPDATES, hp)))(initial, hps)
-    assert np.asarray(metrics["delta_down"]).shape == (2, UPDATES)
+    vmapped_init = jax.jit(jax.vmap(trainer.init))
+    vmapped_run = jax.jit(jax.vmap(lambda s, hp: trainer.run(s, UPDATES, hp)))
+
+    def run_members(chosen):
+        keys = jnp.stack([jax.random.PRNGKey(seed) for seed, _, _ in chosen])
+        hps = stack_hyperparameters([hyperparameters(trainer.config, d, r) for _, d, r in chosen])
+        initial = vmapped_init(keys, hps)
+        return initial, *vmapped_run(initial, hps)
+
+    initial, states, metrics = run_members(members)
+    assert np.asarray(metrics["shapo_radius"]).shape == (2, UPDATES)
 
     for index, (seed, delta_down, rho_critic) in enumerate(members):
         member = functools.partial(jax.tree_util.tree_map, lambda x, i=index: x[i])
+        first = functools.partial(jax.tree_util.tree_map, lambda x: x[0])
         hp = hyperparameters(trainer.config, delta_down, rho_critic)
         # Initialisation is the same bit for bit (networks are initialised one at a time).
         assert_trees_equal(init(jax.random.PRNGKey(seed), hp), member(initial))
-        alone, alone_metrics = train("shapo_ppo_lag", seed, delta_down, rho_critic)
-        # Batched matrix products round differently from unbatched ones, so the updates agree
-        # to rounding: a wrong member or a leak between members would be far outside this.
-        leaves = jax.tree_util.tree_leaves_with_path(alone)
-        for (path, a), b in zip(leaves, jax.tree_util.tree_leaves(member(states)), strict=True):
-            a, b = np.asarray(a), np.asarray(b)
-            if np.issubdtype(a.dtype, np.floating):
-                np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5,
-                                           err_msg=jax.tree_util.keystr(path))
-            else:
-                np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
+        # The member trained beside the other equals the member trained beside a copy of
+        # itself, bit for bit: nothing of one member reaches another. (Against an unbatched
+        # run the batched matrix products round differently, and Adam turns the rounding of
+        # near-zero gradients into whole steps, so that comparison can only be approximate.)
+        _, alone, alone_metrics = run_members([members[index]] * 2)
+        assert_trees_equal(first(alone), member(states))
         for key, value in alone_metrics.items():
-            if key == "shapo_cg_residual":  # what a float32 CG solve leaves: rounding noise
-                continue
-            np.testing.assert_allclose(np.asarray(metrics[key])[index], np.asarray(value),
-                                       rtol=1e-3, atol=1e-5, err_msg=key)
+            np.testing.assert_array_equal(np.asarray(metrics[key])[index],
+                                          np.asarray(value)[0], err_msg=key)
+        # And it is the run of its own settings: the unbatched run agrees on the first update.
+        _, single_metrics = train("shapo_ppo_lag", seed, delta_down, rho_critic)
+        np.testing.assert_allclose(np.asarray(metrics["actor_objective"])[index, 0],
+                                   np.asarray(single_metrics["actor_objective"])[0], rtol=1e-4)
     # The members really are different runs.
     assert not np.allclose(*np.asarray(metrics["episode_return"]))
     assert not np.allclose(*np.asarray(metrics["shapo_kl"]))
@@ -172,4 +176,4 @@ def test_quantile_schedules_give_the_closed_form_radius(schedule):
     batch = trainer.config.batch_size
     samples = batch * np.arange(1, UPDATES + 1) if schedule == "quantile_total" else batch
     expected = scale * norm.ppf(alpha) ** 2 / (2.0 * samples) * np.ones(UPDATES)
-    np.testing.assert_allclose(np.asarray(metrics["delta_down"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(metrics["shapo_radius"]), expected, rtol=1e-5)

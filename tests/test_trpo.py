@@ -18,12 +18,9 @@ from helpers import random_policy_return
 import envs
 from shapo_jax.policy import gaussian_log_prob
 from shapo_jax.training import TrainConfig, make_train
+from shapo_jax.update import UpdateHyperparameters
 from shapo_jax.update.learner import LearnerState, UpdateBatch, init_optimizer, make_optimizer
-from shapo_jax.update.trpo import (
-    backtracking_line_search,
-    line_search_fractions,
-    trpo_update,
-)
+from shapo_jax.update.trpo import backtracking_line_search, line_search_fractions
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(env="TinyHazardNav", num_envs=64, rollout_length=50)
@@ -48,7 +45,7 @@ BIG_TRUST_REGION = 2.0  # far beyond where the quadratic model of the KL holds
 
 @pytest.fixture(scope="module", params=["trpo_lag", "shapo_trpo_lag"])
 def big_step_update(request):
-    """A jitted trpo_update with a large trust region, its trainer and config."""
+    """A jitted (SHAPO-)TRPO update with a large trust region, its trainer and config."""
     config = TrainConfig(**TINY, algo=request.param, trust_region=BIG_TRUST_REGION,
                          trpo_cg_damping=0.01, delta_down=0.05, critic_epochs=1,
                          num_minibatches=4)
@@ -57,7 +54,8 @@ def big_step_update(request):
 
     @jax.jit
     def update(learner, batch, key):
-        return trpo_update(learner, batch, key, hp.delta_down, hp, trainer.networks, config)
+        radii = UpdateHyperparameters(shapo_radius=hp.delta_down, critic_radius=hp.rho_critic)
+        return trainer.policy_update(learner, batch, key, radii)
 
     return config, trainer, update
 

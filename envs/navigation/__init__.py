@@ -3,12 +3,13 @@
     env = envs.make("SafetyPointGoal1")                      # 60 floats, 1000-step episodes
     env = envs.make("SafetyPointGoal1", episode_length=200, num_hazards=4)
 
-Registered: SafetyPointGoal0/1/2, SafetyPointButton1/2, SafetyCarGoal1/2 (see ENVS.md for what
-each must match). PointGoal0/1 are tested against hand computations and MuJoCo; PointGoal2,
-the Button tasks (contact costs of buttons and gremlins; gremlins are free boxes soft-welded
-to moving mocap targets, as in the original) and the Car tasks are built but not yet
-validated: their descriptions say so. Every factory accepts the same overrides (None keeps the
-task's value).
+Registered: SafetyPointGoal0/1/2, SafetyPointButton1/2, SafetyCarGoal1/2 (docs/environments.md
+§7-§9: what each computes, what differs from Safety-Gymnasium, what was measured against it).
+PointGoal0/1 are tested against hand computations and MuJoCo, and PointGoal1 and CarGoal1
+agree with the original under random actions (BENCHMARKS.md); PointGoal2, the Button tasks
+(contact costs of buttons and gremlins; gremlins are free boxes soft-welded to moving mocap
+targets, as in the original) and CarGoal2 are built but not yet validated: their descriptions
+say so. Every factory accepts the same overrides (None keeps the task's value).
 """
 
 from __future__ import annotations

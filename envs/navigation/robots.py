@@ -1,6 +1,6 @@
 """The Point and Car robots: our MJCF for them and their sensor readings, computed from MJX data.
 
-Physical parameters follow Safety-Gymnasium 1.0 (see /work/shared/ENVS.md). Collision bits:
+Physical parameters follow Safety-Gymnasium 1.0 (docs/environments.md §7). Collision bits:
 the floor has contype 1; robot geoms that touch the floor (the Car's wheels and rear ball) have
 conaffinity 1; every robot geom has contype 2, so it collides with obstacles (conaffinity 2).
 The Point's sphere rests on the floor without any effect on its planar motion (its joints have

@@ -188,7 +188,7 @@ def _yaw_quat(yaw: jax.Array) -> jax.Array:
 
 
 class SafetyNavigation(Env):
-    """A Safety-Gymnasium navigation task on MJX (see the module docstring and ENVS.md)."""
+    """A Safety-Gymnasium navigation task on MJX (module docstring, docs/environments.md §7-9)."""
 
     def __init__(self, config: NavConfig):
         config.validate()

@@ -1,4 +1,5 @@
-"""Generalised advantage estimation (Schulman et al., 2016) with truncation handled apart.
+"""Generalised advantage estimation (Schulman et al., 2016) with truncation handled apart
+(docs/algorithms.md §1).
 
 delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t)
 A_t     = delta_t + gamma * lambda * (1 - done_t) * A_(t+1)

@@ -27,8 +27,9 @@ from shapo_jax.training.cli import (
 )
 from shapo_jax.training.config import ALGORITHMS
 from shapo_jax.training.devices import use_cpu_devices
+from shapo_jax.training.hyperparameters import TRACED_SETTINGS
 
-GRID_FLAGS = ("delta_down", "rho_critic", "cost_limit", "actor_lr", "critic_lr", "lagrange_lr")
+GRID_FLAGS = tuple(s.name for s in TRACED_SETTINGS)  # one grid axis per traced setting
 
 
 def build_sweep_parser() -> argparse.ArgumentParser:
@@ -37,9 +38,9 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="JSON sweep file (flags given here override it)")
     parser.add_argument("--algos", nargs="+", choices=ALGORITHMS)
     parser.add_argument("--envs", nargs="+", help="environment names (see envs.list_envs())")
-    for field in GRID_FLAGS:
-        parser.add_argument(f"--{field.replace('_', '-')}", nargs="+", type=float,
-                            metavar="V", help=f"values of {field} (grid axis)")
+    for setting in TRACED_SETTINGS:
+        parser.add_argument(setting.flag, nargs="+", type=float, metavar="V",
+                            help=f"values of {setting.name}: {setting.help} (grid axis)")
     parser.add_argument("--seeds", type=int, help="number of seeds: seed .. seed + N - 1")
     parser.add_argument("--seed-list", nargs="+", type=int, help="explicit seeds")
     parser.add_argument("--seed", type=int, help="base seed (with --seeds; default 0)")

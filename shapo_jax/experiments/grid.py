@@ -2,8 +2,11 @@
 
 A member is one training run. Members whose static `TrainConfig` is the same (same algorithm,
 task, shapes and every non-traced setting) differ only in their `Hyperparameters` and PRNG key,
-so they run vmapped in one compiled program: a `Group`. Plain PPO-Lag/TRPO-Lag ignore
-delta_down and rho_critic (both are 0 for them), so their grid collapses over those axes.
+so they run vmapped in one compiled program: a `Group`. The grid's axes are the traced
+settings (`TRACED_SETTINGS`). A configuration that ignores a setting (plain PPO-Lag/TRPO-Lag
+and SHAPO's radii, TRPO and the actor's learning rate, the PID multiplier and the multiplier's
+learning rate) collapses over its axis to one run; an axis that every configuration of the
+sweep ignores is refused, since all its values would be the same run.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shapo_jax.training.config import ALGORITHMS, Hyperparameters, TrainConfig
+from shapo_jax.training.config import ALGORITHMS, TrainConfig
+from shapo_jax.training.hyperparameters import TRACED_NAMES, TRACED_SETTINGS
 
-HP_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Hyperparameters))
-SHAPO_ONLY = ("delta_down", "rho_critic")
+HP_FIELDS: tuple[str, ...] = TRACED_NAMES
 _DEFAULTS = TrainConfig()
 
 
@@ -147,16 +150,23 @@ def expand_grid(spec: SweepSpec) -> list[Member]:
     """Every run of the sweep, in order env, algo, settings (grid order), seed; no duplicates."""
     members: list[Member] = []
     seen: set[str] = set()
+    used_axes: set[str] = set()
+    ignored: dict[str, list[str]] = {}
     for env in spec.envs:
         for algo in spec.algos:
             base = {**spec.set, **spec.env_set.get(env, {}), "algo": algo, "env": env}
             full = TrainConfig.from_dict(base)  # validates the static fields and set values
             static = static_config(base)
             axes = []
-            for field in HP_FIELDS:
-                values = spec.grid.get(field, (getattr(full, field),))
-                if field in SHAPO_ONLY and not static.uses_shapo:
-                    values = (0.0,)
+            for setting in TRACED_SETTINGS:
+                values = spec.grid.get(setting.name, (getattr(full, setting.name),))
+                if setting.used_by(full):
+                    used_axes.add(setting.name)
+                else:  # one run, with the value this configuration runs with
+                    if setting.name in spec.grid:
+                        ignored.setdefault(setting.name, []).append(
+                            f"{algo} on {env} ({setting.unused_reason})")
+                    values = (setting.value_for(full),)
                 axes.append([float(v) for v in values])
             for values in itertools.product(*axes):
                 hp = tuple(zip(HP_FIELDS, values, strict=True))
@@ -166,6 +176,11 @@ def expand_grid(spec: SweepSpec) -> list[Member]:
                     if member.run_id not in seen:
                         seen.add(member.run_id)
                         members.append(member)
+    useless = sorted(set(ignored) - used_axes)
+    if useless:
+        reasons = "; ".join(f"{name}: ignored by {', '.join(ignored[name])}" for name in useless)
+        raise ValueError(f"grid axis {useless} is read by no run of this sweep ({reasons}); "
+                         "drop it, or add an algorithm or setting that uses it")
     return members
 
 

@@ -4,6 +4,7 @@ final return against final episode cost and against cumulative training cost (pe
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -25,12 +26,13 @@ from shapo_jax.experiments.stats import (  # noqa: E402
     summarize_runs,
 )
 from shapo_jax.experiments.table import read_table  # noqa: E402
+from shapo_jax.io import atomic_save, atomic_write_text  # noqa: E402
+from shapo_jax.training.config import TrainConfig  # noqa: E402
+from shapo_jax.training.hyperparameters import traced_setting  # noqa: E402
 
 CURVE_PANELS = (("episode_return", "episode return"), ("episode_cost", "episode cost"),
                 ("cumulative_cost", "cumulative training cost"),
                 ("lagrange_multiplier", "Lagrange multiplier"))
-SHORT = {"delta_down": "delta", "rho_critic": "rho", "cost_limit": "d", "actor_lr": "lr_pi",
-         "critic_lr": "lr_v", "lagrange_lr": "lr_lam"}
 
 
 def varying_fields(settings: Sequence[Setting]) -> list[str]:
@@ -41,8 +43,9 @@ def varying_fields(settings: Sequence[Setting]) -> list[str]:
 def setting_label(setting: Setting, fields: Sequence[str]) -> str:
     """'algo field=value ...' naming the setting by the fields that vary in the figure."""
     values = dict(zip(HP_FIELDS, setting[2], strict=True))
-    parts = [f"{SHORT[f]}={values[f]:g}" for f in fields
-             if not (f in ("delta_down", "rho_critic") and not setting[1].startswith("shapo_"))]
+    config = TrainConfig(algo=setting[1])  # which settings the algorithm reads
+    parts = [f"{traced_setting(f).short}={values[f]:g}" for f in fields
+             if traced_setting(f).used_by(config)]
     return " ".join([setting[1], *parts])
 
 
@@ -50,16 +53,14 @@ def save_figure(fig: plt.Figure, stem: str | os.PathLike,
                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Save `fig` as stem.<fmt> for each format (atomically: temporary file, rename)."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.replace(tmp, path)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    try:
+        return [
+            atomic_save(stem.with_name(f"{stem.name}.{fmt}"),
+                        lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"))
+            for fmt in formats
+        ]
+    finally:
+        plt.close(fig)
 
 
 def _colors(labels: Sequence[Any]) -> dict[Any, Any]:
@@ -164,15 +165,13 @@ def plot_pareto(summary: list[dict[str, Any]], env: str, stem: str | os.PathLike
 
 def write_summary_csv(summary: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """The per-setting summary (means and confidence bounds) as a CSV file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not summary:
         raise ValueError("empty summary")
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(summary)
-    return path
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(summary[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,

@@ -1,6 +1,7 @@
-"""Running a sweep: each group's members vmapped in one compiled program, the env axis sharded
-over this process's devices, rows appended to the table after every log chunk, progress on
-stderr, and resumption of an interrupted sweep.
+"""Running a sweep: each group's members trained by one `TrainingProgram` (the program
+shapo-train uses: members vmapped in one compiled program, the env axis sharded over this
+process's devices), rows appended to the table after every log chunk, progress on stderr,
+and resumption of an interrupted sweep.
 
 Resumption: a run counts as done only once its whole group finished and the manifest says so
 (see `table`). Restarting `run_sweep` on the same directory skips every complete run and
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -39,89 +39,16 @@ from shapo_jax.experiments.table import (
     manifest_path,
     table_path,
 )
-from shapo_jax.training.checkpoint import atomic_write_json
-from shapo_jax.training.config import Hyperparameters, TrainConfig, stack_hyperparameters
-from shapo_jax.training.devices import (
-    check_divisible,
-    cpu_batch_warning,
-    make_mesh,
-    state_sharding,
-)
-from shapo_jax.training.train import Trainer, make_train
-
-MEMBER_AXIS = "members"  # the vmapped axis of a group's runs
-EVAL_SEED_OFFSET = 10_000  # as in the Runner: evaluation keys derive from seed + 10000
+from shapo_jax.io import atomic_write_json
+from shapo_jax.training.config import TrainConfig
+from shapo_jax.training.devices import make_mesh
+from shapo_jax.training.hyperparameters import Hyperparameters
+from shapo_jax.training.program import member_hyperparameters, program_for
 
 
-class _Program:
-    """The jitted functions of one static config on one mesh (compiled once per shape)."""
-
-    def __init__(self, config: TrainConfig, mesh: Mesh):
-        self.config, self.mesh = config, mesh
-        check_divisible(config.num_envs, mesh)
-        self.trainer: Trainer = make_train(config, config.make_env(),
-                                           vmap_axis_name=MEMBER_AXIS)
-        self._init = jax.vmap(self.trainer.init)
-        self._compiled: dict[Any, Any] = {}
-        self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate, in_axes=(0, 0)))
-
-    def shardings(self, keys: jax.Array, hp: Hyperparameters):
-        shape = jax.eval_shape(self._init, keys, hp)
-        return state_sharding(shape, self.mesh, leading_axes=1)
-
-    def init(self, keys: jax.Array, hp: Hyperparameters):
-        key = ("init", keys.shape[0])
-        if key not in self._compiled:
-            shardings = self.shardings(keys, hp)
-            self._compiled[key] = (jax.jit(self._init, out_shardings=shardings), shardings)
-        init, _ = self._compiled[key]
-        return init(keys, hp)
-
-    def compile(self, state, hp: Hyperparameters, num_updates: int):
-        """The compiled `num_updates`-update step for this many members (cached)."""
-        size = jax.tree_util.tree_leaves(hp)[0].shape[0]
-        key = ("run", size, num_updates)
-        if key not in self._compiled:
-            shardings = self._compiled[("init", size)][1]
-            run = jax.vmap(lambda s, h: self.trainer.run(s, num_updates, h),
-                           axis_name=MEMBER_AXIS)
-            jitted = jax.jit(run, in_shardings=(shardings, None),
-                             out_shardings=(shardings, None), donate_argnums=0)
-            self._compiled[key] = jitted.lower(state, hp).compile()
-        return self._compiled[key]
-
-    def run(self, state, hp: Hyperparameters, num_updates: int):
-        """(state, metrics) after `num_updates` updates of every member."""
-        return self.compile(state, hp, num_updates)(state, hp)
-
-    def evaluate(self, state, keys: jax.Array):
-        return self._evaluate(state, keys)
-
-
-_PROGRAMS: dict[tuple[TrainConfig, tuple[int, ...]], _Program] = {}
-_MAX_PROGRAMS = 16
-
-
-def _program(config: TrainConfig, mesh: Mesh) -> _Program:
-    """Cached per (config, devices): repeated sweeps in one process compile nothing again."""
-    key = (config, tuple(d.id for d in mesh.devices.flat))
-    if key not in _PROGRAMS:
-        if len(_PROGRAMS) >= _MAX_PROGRAMS:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = _Program(config, mesh)
-    return _PROGRAMS[key]
-
-
-def member_hyperparameters(members: tuple[Member, ...] | list[Member]) -> Hyperparameters:
-    """The members' settings stacked on a leading axis."""
-    return stack_hyperparameters([
-        Hyperparameters(**{k: jnp.float32(v) for k, v in m.hp}) for m in members
-    ])
-
-
-def member_keys(members: tuple[Member, ...] | list[Member]) -> jax.Array:
-    """PRNGKey(seed) per member: seed s here is seed s of `shapo-train --seed s`."""
-    return jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+def group_hyperparameters(members: tuple[Member, ...] | list[Member]) -> Hyperparameters:
+    """The members' traced settings stacked on a leading axis."""
+    return member_hyperparameters([m.hp_dict for m in members])
 
 
 class Progress:
@@ -202,40 +129,23 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
     """Train `members` (part or all of `group`) in one program, appending rows per log chunk
     and marking the runs complete at the end."""
     config = group.config
-    program = _program(config, mesh)
-    advice = cpu_batch_warning(program.trainer.env,
-                               len(members) * config.num_envs // mesh.devices.size,
-                               mesh.devices.flat[0].platform)
+    program = program_for(config, mesh)
+    advice = program.batch_warning(len(members))
     if advice and progress is not None:
         progress.note(f"{group.label}: {advice}")
-    hp = member_hyperparameters(members)
-    state = program.init(member_keys(members), hp)
-    seeds = np.array([m.seed for m in members])
-    done = log_index = 0
-    while done < config.num_updates:
-        chunk = min(config.updates_per_log, config.num_updates - done)
-        step = program.compile(state, hp, chunk)  # compile time stays out of the throughput
-        tic = time.perf_counter()
-        state, metrics = step(state, hp)
-        last = jax.device_get(jax.tree_util.tree_map(lambda x: x[:, -1], metrics))
-        elapsed = max(time.perf_counter() - tic, 1e-9)
-        done += chunk
-        log_index += 1
-        if log_index % config.eval_every == 0 or done == config.num_updates:
-            keys = jnp.stack([
-                jax.random.fold_in(jax.random.PRNGKey(int(s) + EVAL_SEED_OFFSET), done)
-                for s in seeds
-            ])
-            result = jax.device_get(program.evaluate(state, keys))
-            last["eval_return"] = np.asarray(result.episode_return)
-            last["eval_cost"] = np.asarray(result.episode_cost)
-        run_steps = chunk * config.env_steps_per_update
-        rows = _rows(members, last, done, config, run_steps / elapsed)
+    hp = group_hyperparameters(members)
+    seeds = [m.seed for m in members]
+    state = program.init(seeds, hp)
+    done = 0
+    for chunk in program.chunks(state, hp, seeds):
+        done = chunk.updates_done
+        run_steps = chunk.updates * config.env_steps_per_update
+        rows = _rows(members, chunk.metrics, done, config, run_steps / chunk.seconds)
         writer.append(rows)
         if progress is not None:
             progress.update(steps=run_steps * len(members),
                             label=f"{group.label} {done}/{config.num_updates}",
-                            sps=run_steps * len(members) / elapsed)
+                            sps=run_steps * len(members) / chunk.seconds)
         if on_chunk is not None:
             on_chunk(group, done, rows)
     env_steps = done * config.env_steps_per_update

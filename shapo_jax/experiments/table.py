@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from shapo_jax.experiments.grid import HP_FIELDS
-from shapo_jax.training.checkpoint import atomic_write_text
+from shapo_jax.io import append_durably, append_jsonl, atomic_write_text, read_jsonl
 
 ID_COLUMNS = ("group_id", "run_id", "algo", "env")
 INT_COLUMNS = ("seed", "update", "env_steps")
@@ -128,11 +126,7 @@ class TableWriter:
             atomic_write_text(self.path, format_rows([], header=True))
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        text = format_rows(rows)
-        with open(self.path, "a", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_durably(self.path, format_rows(rows), newline="")
 
     def keep_runs(self, run_ids: set[str]) -> int:
         """Atomically rewrite the table with only the rows of `run_ids`; returns rows dropped."""
@@ -155,21 +149,15 @@ class Manifest:
         return _read_manifest(self.path)
 
     def mark_complete(self, entries: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, entries)
 
 
 def _read_manifest(path: Path) -> set[str]:
     done: set[str] = set()
     if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                done.add(json.loads(line)["run_id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+        for entry in read_jsonl(path):
+            if isinstance(entry, dict) and "run_id" in entry:
+                done.add(entry["run_id"])
     return done
 
 

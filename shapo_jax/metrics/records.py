@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from shapo_jax.io import append_durably, atomic_write_text, read_jsonl
+
 
 def _clean(value: Any) -> Any:
     value = float(value)
@@ -17,16 +19,23 @@ def _clean(value: Any) -> Any:
 
 
 def log_records(
-    metrics: dict[str, Any], env_steps: int, extra: dict[str, Any] | None = None
+    metrics: dict[str, Any], env_steps: int, extra: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per seed from metrics of the last update: leaves shaped [] or [seeds]."""
+    """One record per seed from metrics of the last update: leaves shaped [] or [seeds].
+
+    `seeds` are the runs' seeds, in member order (default 0, 1, ...); non-finite values are
+    written as null."""
     arrays = {k: np.asarray(v) for k, v in metrics.items()}
     num_seeds = max([a.shape[0] if a.ndim else 1 for a in arrays.values()] or [1])
+    seeds = list(range(num_seeds)) if seeds is None else list(seeds)
+    if len(seeds) != num_seeds:
+        raise ValueError(f"log_records: {len(seeds)} seeds for metrics of {num_seeds} members")
     records = []
-    for seed in range(num_seeds):
-        record = {"env_steps": int(env_steps), "seed": seed}
+    for index, seed in enumerate(seeds):
+        record = {"env_steps": int(env_steps), "seed": int(seed)}
         for key, array in arrays.items():
-            record[key] = _clean(array[seed] if array.ndim else array)
+            record[key] = _clean(array[index] if array.ndim else array)
         record.update(extra or {})
         records.append(record)
     return records
@@ -44,25 +53,12 @@ class MetricsWriter:
         if not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if r["env_steps"] <= env_steps]
-        from shapo_jax.training.checkpoint import atomic_write_text
-
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        with open(self.path, "a") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_durably(self.path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of a metrics.jsonl file (a torn last line is ignored)."""
-    records = []
-    with open(path) as handle:
-        for line in handle:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    return read_jsonl(path)

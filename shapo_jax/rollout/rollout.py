@@ -1,4 +1,5 @@
-"""Collecting experience: a `lax.scan` over a batch of Brax-style environments.
+"""Collecting experience: a `lax.scan` over a batch of Brax-style environments
+(docs/environments.md §3-§4, docs/algorithms.md §6).
 
 Auto-reset draws a fresh initial state (a fresh layout) from an explicit key for every env
 whose episode ended; the transition keeps the true next observation (before the reset) so

@@ -1,4 +1,4 @@
-"""Conjugate gradient on parameter pytrees in `lax` control flow.
+"""Conjugate gradient on parameter pytrees in `lax` control flow (docs/algorithms.md §3).
 
 Solves (A + damping I) x = b with a fixed iteration budget and an early stop on the
 residual norm. The loop is a `lax.while_loop`, so it is jit-friendly; under `vmap` JAX

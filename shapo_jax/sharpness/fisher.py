@@ -1,6 +1,6 @@
 """Fisher-vector products of a policy, never forming the Fisher matrix.
 
-DESIGN.md section 1: F = E_s[Hessian at theta' = theta of KL(pi_theta(.|s) || pi_theta'(.|s))].
+docs/algorithms.md §2: F = E_s[Hessian at theta' = theta of KL(pi_theta(.|s) || pi_theta'(.|s))].
 Two equivalent forms are provided:
 
 * `fisher_vector_product`: the Hessian-vector product of any mean-KL function

@@ -1,6 +1,7 @@
 """The SHAPO perturbation: the worst-case step inside a Fisher (KL) ball.
 
-DESIGN.md section 1 (paper, Algorithm 3 lines 4-7 and Algorithm 5):
+docs/algorithms.md §4 (paper: Algorithm 3 lines 4-7, which its SHAPO routine abstracts;
+Appendix B):
 
     epsilon = argmin_{1/2 eps^T F eps <= delta} L(theta) + g^T eps
             = -sqrt(2 delta / (g^T F^-1 g)) F^-1 g,
@@ -22,7 +23,8 @@ from shapo_jax.sharpness.conjugate_gradient import conjugate_gradient
 from shapo_jax.sharpness.fisher import MatVec, fisher_vector_product
 from shapo_jax.sharpness.tree_math import tree_all_finite, tree_scale, tree_vdot
 
-DEFAULT_DAMPING = 1e-2
+# The damping of every Fisher solve unless told otherwise (SHAPO's and TRPO's configs use it).
+DEFAULT_DAMPING = 0.1
 
 
 @struct.dataclass
@@ -102,7 +104,9 @@ def shapo_perturbation(
     grad: ArrayTree | None = None,
     return_info: bool = False,
 ) -> ArrayTree | tuple[ArrayTree, NaturalStepInfo]:
-    """SHAPO's pessimistic perturbation epsilon = -sqrt(2 delta / (g^T x)) x (DESIGN.md, sec. 1).
+    """SHAPO's pessimistic perturbation epsilon = -sqrt(2 delta / (g^T x)) x.
+
+    See docs/algorithms.md §4.
 
     Args:
       objective_fn: the surrogate L(theta) to be maximised (e.g. the Lagrangian PPO objective).

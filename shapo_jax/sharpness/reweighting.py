@@ -1,4 +1,4 @@
-"""The per-sample reweighting that SHAPO induces (DESIGN.md, paper Appendix C).
+"""The per-sample reweighting that SHAPO induces (docs/algorithms.md §9; paper, Appendix C).
 
 A sample's gradient at theta + epsilon is its gradient at theta weighted by
 w(s, a) = pi_(theta+epsilon)(a|s) / pi_theta(a|s) ~= 1 + epsilon^T grad log pi_theta(a|s):

@@ -1,4 +1,4 @@
-"""Euclidean sharpness-aware minimisation (SAM) for the critics (DESIGN.md section 1).
+"""Euclidean sharpness-aware minimisation (SAM) for the critics (docs/algorithms.md §8).
 
 epsilon_w = rho * grad / ||grad||; the gradient is then taken at w + epsilon_w. rho = 0
 reproduces the plain gradient exactly.

@@ -1,4 +1,4 @@
-"""How large the KL radius delta_down is at each update (DESIGN.md, paper Prop. 5, App. F).
+"""How large the KL radius is at each update (docs/algorithms.md §7; paper, Prop. 5, App. F).
 
 With a Gaussian posterior Q(theta) = N(theta_0, F^-1 / n), the most probable parameters whose
 linearised objective sits at the alpha-quantile are the Fisher-SAM perturbation of radius

@@ -1,11 +1,20 @@
-"""Tying the stages together: configuration, the jitted trainer, checkpoints and the CLI."""
+"""Tying the stages together: configuration, the jitted trainer, the host-side program,
+checkpoints and the CLI."""
 
-from shapo_jax.training.config import Hyperparameters, TrainConfig, stack_hyperparameters
+from shapo_jax.training.config import TrainConfig
+from shapo_jax.training.hyperparameters import (
+    TRACED_SETTINGS,
+    Hyperparameters,
+    TracedSetting,
+    stack_hyperparameters,
+)
 from shapo_jax.training.train import EvalResult, Trainer, TrainState, make_train
 
 __all__ = [
+    "TRACED_SETTINGS",
     "EvalResult",
     "Hyperparameters",
+    "TracedSetting",
     "TrainConfig",
     "TrainState",
     "Trainer",

@@ -20,11 +20,11 @@ from typing import Any
 
 from shapo_jax.training.config import ALGORITHMS, TrainConfig
 from shapo_jax.training.devices import use_cpu_devices
+from shapo_jax.training.hyperparameters import TRACED_SETTINGS
 
-CLI_FIELDS = {  # flag -> config field
+CLI_FIELDS = {  # flag -> config field; every traced setting has a flag of its name too
     "env": "env", "algo": "algo", "total_steps": "total_steps", "num_envs": "num_envs",
-    "seeds": "num_seeds", "delta_down": "delta_down", "rho_critic": "rho_critic",
-    "cost_limit": "cost_limit", "seed": "seed",
+    "seeds": "num_seeds", "seed": "seed", **{s.name: s.name for s in TRACED_SETTINGS},
 }
 
 
@@ -37,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-envs", type=int, help="parallel environments per seed")
     parser.add_argument("--seeds", type=int, help="number of seeds, vmapped in one program")
     parser.add_argument("--seed", type=int, help="base seed")
-    parser.add_argument("--delta-down", type=float, help="SHAPO KL radius (>= 0)")
-    parser.add_argument("--rho-critic", type=float, help="SAM radius of the critics (>= 0)")
-    parser.add_argument("--cost-limit", type=float, help="episode cost limit d")
+    for setting in TRACED_SETTINGS:
+        bound = "> 0" if setting.positive else ">= 0"
+        parser.add_argument(setting.flag, type=float, metavar="V",
+                            help=f"{setting.help} ({bound}; default {setting.default:g})")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field (JSON value), repeatable")
     add_env_option_argument(parser)

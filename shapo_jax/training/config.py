@@ -1,7 +1,9 @@
-"""Training configuration: static settings (`TrainConfig`) and traced, vmappable ones
-(`Hyperparameters`). Defaults follow OmniSafe's PPO-Lag (cost limit 25, gamma 0.99, GAE
-lambda 0.95, clip 0.2, [64, 64] tanh networks, Adam 3e-4, lambda init 0.001 and lr 0.035,
-observation normalisation, gradient clipping), with thousands of environments as the norm.
+"""Training configuration: `TrainConfig` holds every setting of a run; the traced,
+vmappable ones (`Hyperparameters`) are defined once in `training.hyperparameters`.
+
+Defaults follow OmniSafe's PPO-Lag (cost limit 25, gamma 0.99, GAE lambda 0.95, clip 0.2,
+[64, 64] tanh networks, Adam 3e-4, lambda init 0.001 and lr 0.035, observation normalisation,
+gradient clipping), with thousands of environments as the norm.
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ import dataclasses
 import math
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-from flax import struct
+from shapo_jax.training.hyperparameters import (
+    TRACED_SETTINGS,
+    Hyperparameters,
+    TracedDefaults,
+)
+from shapo_jax.update.settings import (
+    DEFAULT_CG_DAMPING,
+    PpoSettings,
+    ShapoSettings,
+    TrpoSettings,
+)
 
 ALGORITHMS = ("ppo_lag", "shapo_ppo_lag", "trpo_lag", "shapo_trpo_lag")
 LAGRANGE_METHODS = ("adam", "pid")
@@ -20,21 +30,16 @@ DELTA_SCHEDULES = ("constant", "quantile_total", "quantile_batch")
 COST_ESTIMATORS = ("rate", "episodes")
 
 
-@struct.dataclass
-class Hyperparameters:
-    """Numeric settings that may differ between members of one vmapped sweep (traced)."""
-
-    delta_down: jax.Array
-    rho_critic: jax.Array
-    cost_limit: jax.Array
-    actor_lr: jax.Array
-    critic_lr: jax.Array
-    lagrange_lr: jax.Array
+# Fields renamed since 0.1 (old name -> new name); `from_dict` reads the old names too, so an
+# old config.json still resumes (CHANGELOG.md).
+RENAMED_FIELDS = {"cg_iters": "shapo_cg_iters", "cg_damping": "shapo_cg_damping"}
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that fixes the compiled program (shapes, algorithm, static settings)."""
+class TrainConfig(TracedDefaults):
+    """Every setting of a run. The traced ones (delta_down, rho_critic, cost_limit, actor_lr,
+    critic_lr, lagrange_lr) are inherited from `TracedDefaults` (see `TRACED_SETTINGS`); the
+    others fix the compiled program (shapes, algorithm, loop lengths, constants)."""
 
     env: str = "SafetyPointGoal1"
     # keyword overrides of envs.make(env, ...), e.g. {"solver": "cg", "jacobian": "sparse"};
@@ -58,31 +63,27 @@ class TrainConfig:
     activation: str = "tanh"
     init_log_std: float = -0.5
     normalize_observations: bool = True
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    cost_limit: float = 25.0
     lagrange_method: str = "adam"
     lagrange_init: float = 0.001
-    lagrange_lr: float = 0.035
     pid_kp: float = 0.1
     pid_ki: float = 0.01
     pid_kd: float = 0.01
     cost_estimator: str = "rate"
-    # SHAPO (DESIGN.md section 1)
+    # SHAPO (docs/algorithms.md §4, §7)
     # delta_schedule "constant": the KL radius is delta_down. "quantile_total" / "quantile_batch"
     # (paper, Proposition 5): the radius is delta_down * z_alpha^2 / (2 n), n the samples seen so
     # far / in this batch, so delta_down is a scale there: 1.0 gives the paper's schedule.
-    delta_down: float = 0.005
     delta_schedule: str = "constant"
     pessimism_alpha: float = 0.05
-    rho_critic: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 0.1
+    shapo_cg_iters: int = 10
+    shapo_cg_damping: float = DEFAULT_CG_DAMPING
+    # the share of a (mini)batch's states the Fisher is averaged over (docs/algorithms.md §5);
+    # SHAPO's perturbation and TRPO's natural step use the same one
     fisher_fraction: float = 0.25
     # TRPO (paper, Algorithm 3)
     trust_region: float = 0.01
     trpo_cg_iters: int = 15
-    trpo_cg_damping: float = 0.1
+    trpo_cg_damping: float = DEFAULT_CG_DAMPING
     line_search_steps: int = 15
     line_search_decay: float = 0.8
     critic_epochs: int = 4
@@ -147,18 +148,20 @@ class TrainConfig:
         if self.cost_estimator not in COST_ESTIMATORS:
             fail(f"cost_estimator={self.cost_estimator!r}; valid: {COST_ESTIMATORS}")
         for name in ("total_steps", "num_envs", "rollout_length", "action_repeat", "update_epochs",
-                     "num_minibatches", "cg_iters", "trpo_cg_iters", "line_search_steps",
+                     "num_minibatches", "shapo_cg_iters", "trpo_cg_iters", "line_search_steps",
                      "critic_epochs", "num_seeds", "log_every_steps", "eval_every", "eval_envs",
                      "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(f"{name}={value!r}; must be a positive integer")
-        for name in ("delta_down", "rho_critic", "cost_limit", "entropy_coef", "lagrange_init",
-                     "cg_damping", "trpo_cg_damping", "pid_kp", "pid_ki", "pid_kd"):
+        for setting in TRACED_SETTINGS:
+            setting.check(getattr(self, setting.name))
+        for name in ("entropy_coef", "lagrange_init", "shapo_cg_damping", "trpo_cg_damping",
+                     "pid_kp", "pid_ki", "pid_kd"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 fail(f"{name}={value!r}; must be a finite number >= 0")
-        positive = ("actor_lr", "critic_lr", "lagrange_lr", "clip", "max_grad_norm", "trust_region")
+        positive = ("clip", "max_grad_norm", "trust_region")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -180,15 +183,33 @@ class TrainConfig:
             fail(f"hidden_sizes={self.hidden_sizes!r}; must be positive layer widths")
 
     def hyperparameters(self) -> Hyperparameters:
-        """The traced settings of this config; plain PPO/TRPO-Lag force delta_down = rho = 0."""
-        shapo = self.uses_shapo
-        return Hyperparameters(
-            delta_down=jnp.float32(self.delta_down if shapo else 0.0),
-            rho_critic=jnp.float32(self.rho_critic if shapo else 0.0),
-            cost_limit=jnp.float32(self.cost_limit),
-            actor_lr=jnp.float32(self.actor_lr),
-            critic_lr=jnp.float32(self.critic_lr),
-            lagrange_lr=jnp.float32(self.lagrange_lr),
+        """The traced settings this config runs with (`TracedSetting.value_for`: plain
+        PPO/TRPO-Lag run at delta_down = rho_critic = 0)."""
+        return Hyperparameters.from_values(self.traced_values())
+
+    def traced_values(self) -> dict[str, float]:
+        """name -> value of every traced setting, as this config runs it."""
+        return {s.name: s.value_for(self) for s in TRACED_SETTINGS}
+
+    # ----- the grouped settings of the update factories --------------------------------
+    def shapo_settings(self) -> ShapoSettings | None:
+        """SHAPO's Fisher solve, or None for the plain algorithms."""
+        if not self.uses_shapo:
+            return None
+        return ShapoSettings(cg_iters=self.shapo_cg_iters, cg_damping=self.shapo_cg_damping,
+                             fisher_fraction=self.fisher_fraction)
+
+    def ppo_settings(self) -> PpoSettings:
+        return PpoSettings(clip=self.clip, entropy_coef=self.entropy_coef,
+                           update_epochs=self.update_epochs,
+                           num_minibatches=self.num_minibatches)
+
+    def trpo_settings(self) -> TrpoSettings:
+        return TrpoSettings(
+            trust_region=self.trust_region, cg_iters=self.trpo_cg_iters,
+            cg_damping=self.trpo_cg_damping, fisher_fraction=self.fisher_fraction,
+            line_search_steps=self.line_search_steps, line_search_decay=self.line_search_decay,
+            critic_epochs=self.critic_epochs, num_minibatches=self.num_minibatches,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,11 +231,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from `to_dict`'s form; fields renamed since (RENAMED_FIELDS) are read under
+        their new names, and a dict giving both names is refused."""
+        data = dict(data)
+        for old, new in RENAMED_FIELDS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"config gives both {old!r} and its new name {new!r}")
+                data[new] = data.pop(old)
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; valid: {sorted(fields)}")
-        data = dict(data)
         if "hidden_sizes" in data:
             data["hidden_sizes"] = tuple(int(h) for h in data["hidden_sizes"])
         return cls(**data)
@@ -239,8 +267,3 @@ def _option_pairs(options: Any) -> tuple[tuple[str, Any], ...]:
         if not isinstance(key, str):
             raise ValueError(f"invalid config: env_options key {key!r}; must be a string")
     return tuple(sorted((key, _hashable(value)) for key, value in items))
-
-
-def stack_hyperparameters(members: list[Hyperparameters]) -> Hyperparameters:
-    """Stack sweep members along a new leading axis (for `jax.vmap`)."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *members)

@@ -1,9 +1,10 @@
 """`make_train(config, env)`: the whole training run as pure, jittable, vmappable functions.
 
-One update (paper, Algorithms 3/4 around the rollout):
+One update (paper, Algorithms 3/4 around the rollout; docs/algorithms.md §6):
   rollout (lax.scan over the env batch) -> GAE for reward and cost -> Lagrange multiplier
-  update on the batch's episode-cost estimate -> policy and critic update (PPO or TRPO, with
-  or without SHAPO) -> observation statistics merged.
+  update on the batch's episode-cost estimate -> policy and critic update (the update chosen
+  when the trainer is built: `make_ppo_update` or `make_trpo_update`, with or without SHAPO)
+  -> observation statistics merged.
 Every numeric setting in `Hyperparameters` is an input, so `jax.vmap` over keys and settings
 runs a grid of runs in one compiled program.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 from brax.envs.base import Env, State
 from flax import struct
 
@@ -33,17 +35,21 @@ from shapo_jax.rollout import (
     update_statistics,
 )
 from shapo_jax.sharpness import quantile_schedule
-from shapo_jax.training.config import Hyperparameters, TrainConfig
+from shapo_jax.training.config import TrainConfig
+from shapo_jax.training.hyperparameters import Hyperparameters
 from shapo_jax.update.lagrange import LagrangeMultiplier, LagrangeState, adam_lagrange, pid_lagrange
 from shapo_jax.update.learner import (
     LearnerState,
     Networks,
+    PolicyUpdate,
     UpdateBatch,
     init_optimizer,
     make_optimizer,
 )
 from shapo_jax.update.losses import lagrangian_advantage, standardize
-from shapo_jax.update.ppo import ppo_update
+from shapo_jax.update.ppo import make_ppo_update
+from shapo_jax.update.settings import UpdateHyperparameters
+from shapo_jax.update.trpo import make_trpo_update
 
 
 @struct.dataclass
@@ -74,7 +80,7 @@ def _lagrange(config: TrainConfig, hp: Hyperparameters) -> LagrangeMultiplier:
 
 
 def _delta_schedule(config: TrainConfig, hp: Hyperparameters) -> Callable[[jax.Array], jax.Array]:
-    """delta_down for an update given the sample count (DESIGN.md, pessimism schedule)."""
+    """SHAPO's KL radius for an update given the sample count (docs/algorithms.md §7)."""
     if config.delta_schedule == "constant":
         return lambda n: hp.delta_down
     # quantile schedules: hp.delta_down acts as the scale, alpha from the config.
@@ -89,6 +95,9 @@ class Trainer:
     config: TrainConfig
     env: Env
     networks: Networks
+    optimizer: optax.GradientTransformation  # actor and critics (learning rates in the states)
+    # update(learner, batch, key, UpdateHyperparameters): the learner chosen for config.algo
+    policy_update: PolicyUpdate
     # Name of the axis when runs are vmapped with `jax.vmap(..., axis_name=...)`: lets the
     # rollout skip resets on steps where no member's env finished (see `rollout`).
     vmap_axis_name: str | None = None
@@ -99,7 +108,7 @@ class Trainer:
         cfg, env = self.config, self.env
         key, actor_key, reward_key, cost_key, env_key = jax.random.split(key, 5)
         actor_params, critic_params = self._init_params(actor_key, reward_key, cost_key)
-        optimizer = make_optimizer(cfg.max_grad_norm)
+        optimizer = self.optimizer
         learner = LearnerState(
             actor_params=actor_params,
             critic_params=critic_params,
@@ -186,7 +195,7 @@ class Trainer:
 
         # Lagrange multiplier first, on this batch's episode-cost estimate (as in PPO-Lag).
         episodes = summarize_episodes(tracker)
-        episode_length = getattr(self.env, "episode_length", 1000)
+        episode_length = self.env.episode_length  # every env of envs.make has one
         cost_rate = traj.cost.mean() / cfg.action_repeat  # cost per environment step
         rate_estimate = cost_rate * episode_length
         if cfg.cost_estimator == "episodes":
@@ -213,8 +222,11 @@ class Trainer:
         )
         samples_seen = state.samples_seen + cfg.batch_size
         n_for_delta = samples_seen if cfg.delta_schedule != "quantile_batch" else cfg.batch_size
-        delta = _delta_schedule(cfg, hp)(jnp.asarray(n_for_delta, jnp.float32))
-        learner, update_metrics = self._policy_update(state.learner, batch, update_key, delta, hp)
+        radius = _delta_schedule(cfg, hp)(jnp.asarray(n_for_delta, jnp.float32))
+        learner, update_metrics = self.policy_update(
+            state.learner, batch, update_key,
+            UpdateHyperparameters(shapo_radius=radius, critic_radius=hp.rho_critic),
+        )
 
         old_mean, old_log_std = networks.actor.apply(state.learner.actor_params, batch.obs)
         new_mean, new_log_std = networks.actor.apply(learner.actor_params, batch.obs)
@@ -241,19 +253,12 @@ class Trainer:
             "cumulative_cost": new_state.cumulative_cost,
             "episode_cost_estimate": episode_cost_estimate,
             "lagrange_multiplier": multiplier,
-            "delta_down": delta,
+            "shapo_radius": radius,
             "policy_kl": policy_kl,
             "policy_std": jnp.exp(new_log_std).mean(),
             **update_metrics,
         }
         return new_state, metrics
-
-    def _policy_update(self, learner, batch, key, delta, hp):
-        if self.config.uses_trpo:
-            from shapo_jax.update.trpo import trpo_update
-
-            return trpo_update(learner, batch, key, delta, hp, self.networks, self.config)
-        return ppo_update(learner, batch, key, delta, hp.rho_critic, self.networks, self.config)
 
     def run(self, state: TrainState, num_updates: int, hp: Hyperparameters | None = None):
         """`num_updates` updates in one `lax.scan`; returns (state, stacked metrics)."""
@@ -273,7 +278,7 @@ class Trainer:
         cfg, env = self.config, self.env
         num_envs = cfg.eval_envs if num_envs is None else num_envs
         act = self.policy(state, deterministic=True)
-        horizon = -(-getattr(env, "episode_length", 1000) // cfg.action_repeat)
+        horizon = -(-env.episode_length // cfg.action_repeat)
         env_state = reset_batch(env, key, num_envs)
 
         def one_step(carry, _):
@@ -295,6 +300,7 @@ class Trainer:
 
 
 def make_networks(config: TrainConfig, action_size: int) -> Networks:
+    """The actor and critic definitions of `config` for `action_size` actions."""
     return Networks(
         actor=GaussianActor(action_size, tuple(config.hidden_sizes), config.activation,
                             config.init_log_std),
@@ -308,5 +314,22 @@ def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None)
     When the trainer will run under `jax.vmap(..., axis_name=name)` (seeds, sweeps), pass the
     same `vmap_axis_name`: resets are then skipped on steps where no member needs one.
     """
-    return Trainer(config=config, env=env, networks=make_networks(config, env.action_size),
+    if not hasattr(env, "episode_length"):
+        raise ValueError(f"{type(env).__name__} has no episode_length: wrap it in "
+                         "envs.TimeLimit (every environment of envs.make is)")
+    optimizer = make_optimizer(config.max_grad_norm)
+    networks = make_networks(config, env.action_size)
+    return Trainer(config=config, env=env, networks=networks, optimizer=optimizer,
+                   policy_update=make_policy_update(config, networks, optimizer),
                    vmap_axis_name=vmap_axis_name)
+
+
+def make_policy_update(
+    config: TrainConfig, networks: Networks, optimizer: optax.GradientTransformation
+) -> PolicyUpdate:
+    """The update of `config.algo`: `make_trpo_update` or `make_ppo_update`, SHAPO or plain."""
+    if config.uses_trpo:
+        return make_trpo_update(networks, optimizer, trpo=config.trpo_settings(),
+                                shapo=config.shapo_settings())
+    return make_ppo_update(networks, optimizer, ppo=config.ppo_settings(),
+                           shapo=config.shapo_settings())

@@ -7,7 +7,15 @@ from shapo_jax.update.lagrange import (
     adam_lagrange,
     pid_lagrange,
 )
-from shapo_jax.update.learner import LearnerState, Networks, UpdateBatch, minibatches
+from shapo_jax.update.learner import (
+    LearnerState,
+    Networks,
+    PolicyUpdate,
+    UpdateBatch,
+    init_optimizer,
+    make_optimizer,
+    minibatches,
+)
 from shapo_jax.update.losses import (
     clipped_surrogate,
     importance_surrogate,
@@ -15,24 +23,46 @@ from shapo_jax.update.losses import (
     standardize,
     value_loss,
 )
-from shapo_jax.update.ppo import ppo_objective, ppo_update
+from shapo_jax.update.ppo import make_ppo_update, ppo_objective
+from shapo_jax.update.settings import (
+    DEFAULT_CG_DAMPING,
+    PpoSettings,
+    ShapoSettings,
+    TrpoSettings,
+    UpdateHyperparameters,
+)
+from shapo_jax.update.shapo_step import PolicyGradient, fisher_subsample, policy_gradient
+from shapo_jax.update.trpo import make_trpo_update, trpo_objective
 
 __all__ = [
+    "DEFAULT_CG_DAMPING",
     "LagrangeMultiplier",
     "LagrangeState",
     "LearnerState",
     "Networks",
+    "PolicyGradient",
+    "PolicyUpdate",
+    "PpoSettings",
+    "ShapoSettings",
+    "TrpoSettings",
     "UpdateBatch",
+    "UpdateHyperparameters",
     "adam_lagrange",
     "clipped_surrogate",
     "critic_loss",
     "critic_step",
+    "fisher_subsample",
     "importance_surrogate",
+    "init_optimizer",
     "lagrangian_advantage",
+    "make_optimizer",
+    "make_ppo_update",
+    "make_trpo_update",
     "minibatches",
     "pid_lagrange",
+    "policy_gradient",
     "ppo_objective",
-    "ppo_update",
     "standardize",
+    "trpo_objective",
     "value_loss",
 ]

@@ -1,5 +1,5 @@
 """The critics' step: reward and cost value regression, sharpness-aware with radius
-rho_critic (DESIGN.md section 1); rho = 0 gives the plain gradient exactly."""
+rho_critic (docs/algorithms.md §8); rho = 0 gives the plain gradient exactly."""
 
 from __future__ import annotations
 

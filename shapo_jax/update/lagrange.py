@@ -1,10 +1,11 @@
-"""The Lagrange multiplier as an optax-like `init`/`update` pair (DESIGN.md section 1).
+"""The Lagrange multiplier as an optax-like `init`/`update` pair (docs/algorithms.md §10).
 
 `adam_lagrange`: lambda_(k+1) = max(0, lambda_k - lr * Adam(-(J_c - d))), the projected
 gradient ascent on the dual used in PPO-Lag practice (OmniSafe).
 `pid_lagrange`: the PID Lagrangian of Stooke et al. (2020), which damps the oscillation of
 the plain dual ascent.
-Both take the mean episode cost J_c of the batch and the cost limit d.
+Both take an estimate J_c of the expected episode cost (the trainer's, from each batch: see
+docs/algorithms.md §10) and the cost limit d.
 """
 
 from __future__ import annotations

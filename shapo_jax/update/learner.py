@@ -3,6 +3,9 @@ flattened batch of one rollout."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -53,10 +56,9 @@ def init_optimizer(
     optimizer: optax.GradientTransformation, params: ArrayTree, learning_rate: jax.Array
 ) -> optax.OptState:
     """Initialise `make_optimizer`'s state with the given (possibly traced) learning rate."""
-    clip_state, adam_state = optimizer.init(params)
-    hyper = dict(adam_state.hyperparams)
-    hyper["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
-    return (clip_state, adam_state._replace(hyperparams=hyper))
+    return optax.tree_utils.tree_set(
+        optimizer.init(params), learning_rate=jnp.asarray(learning_rate, jnp.float32)
+    )
 
 
 def minibatches(batch: UpdateBatch, key: jax.Array, num_minibatches: int) -> UpdateBatch:
@@ -67,3 +69,9 @@ def minibatches(batch: UpdateBatch, key: jax.Array, num_minibatches: int) -> Upd
         lambda x: x[permutation].reshape((num_minibatches, size // num_minibatches) + x.shape[1:]),
         batch,
     )
+
+
+# The signature every policy update shares (`make_ppo_update`, `make_trpo_update`):
+# update(learner, batch, key, hp: UpdateHyperparameters) -> (learner, scalar metrics).
+PolicyUpdate = Callable[[LearnerState, UpdateBatch, jax.Array, Any],
+                        tuple[LearnerState, dict[str, jax.Array]]]

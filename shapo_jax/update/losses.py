@@ -1,4 +1,4 @@
-"""The Lagrangian surrogate objectives and the critic loss (DESIGN.md section 1)."""
+"""The Lagrangian surrogate objectives and the critic loss (docs/algorithms.md §1, §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""(SHAPO-)TRPO-Lagrangian update on the full batch (paper, Algorithm 3).
+"""(SHAPO-)TRPO-Lagrangian update on the full batch (paper, Algorithm 3; docs/algorithms.md §6).
 
   g = grad L_TRPO(theta), L_TRPO = E[r A_lag];
   with SHAPO: epsilon = SHAPO perturbation of radius delta_down (Fisher at theta), and
@@ -10,41 +10,36 @@
     improves on L(theta); no step when none qualifies;
   then `critic_epochs` epochs of shuffled minibatch (SAM) steps on both critics.
 
-The Fisher products use the Gauss-Newton form on every k-th sample of the batch,
-k = round(1 / fisher_fraction). The actor's optimiser state is not used by TRPO and is
-returned unchanged. With delta_down = 0 epsilon is exactly zero, so SHAPO-TRPO-Lag is
-TRPO-Lag.
+The Fisher products use the Gauss-Newton form on the subsample of `shapo_step.fisher_subsample`
+(docs/algorithms.md §5), shared by SHAPO's perturbation and the natural step. The actor's
+optimiser state is not used by TRPO and is returned unchanged. With radius 0 epsilon is
+exactly zero, so SHAPO-TRPO-Lag is TRPO-Lag.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 from chex import ArrayTree
 from flax import struct
 
 from shapo_jax.policy import gaussian_kl, gaussian_log_prob
-from shapo_jax.sharpness import gaussian_fisher_vector_product, natural_step
-from shapo_jax.sharpness.fisher import MatVec
-from shapo_jax.sharpness.sam import isolated_value_and_grad
+from shapo_jax.sharpness import natural_step
 from shapo_jax.sharpness.tree_math import tree_add_scaled
 from shapo_jax.update.critic import critic_step
-from shapo_jax.update.learner import (
-    LearnerState,
-    Networks,
-    UpdateBatch,
-    make_optimizer,
-    minibatches,
-)
+from shapo_jax.update.learner import LearnerState, Networks, PolicyUpdate, UpdateBatch, minibatches
 from shapo_jax.update.losses import importance_surrogate
-from shapo_jax.update.ppo import perturbed_gradient
-
-if TYPE_CHECKING:  # annotations only: importing it here would be circular
-    from shapo_jax.training.config import Hyperparameters, TrainConfig
+from shapo_jax.update.settings import ShapoSettings, TrpoSettings, UpdateHyperparameters
+from shapo_jax.update.shapo_step import (
+    PolicyAux,
+    fisher_subsample,
+    policy_fisher_product,
+    policy_gradient,
+)
 
 
 @struct.dataclass
@@ -108,7 +103,7 @@ def backtracking_line_search(
 
 def trpo_objective(
     actor_params: ArrayTree, networks: Networks, batch: UpdateBatch
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+) -> tuple[jax.Array, PolicyAux]:
     """L_TRPO = E[r A_lag] to be maximised; aux: (log_prob, mean, log_std)."""
     mean, log_std = networks.actor.apply(actor_params, batch.obs)
     log_prob = gaussian_log_prob(mean, log_std, batch.action)
@@ -117,47 +112,27 @@ def trpo_objective(
     )
 
 
-def fisher_subsample(obs: jax.Array, fraction: float) -> jax.Array:
-    """Every k-th observation, k = round(1 / fraction): the states the Fisher is averaged over."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fisher_subsample: fraction must lie in (0, 1], got {fraction!r}")
-    stride = max(1, min(obs.shape[0], int(round(1.0 / fraction))))
-    return obs[::stride]
-
-
-def _fisher_product(
-    networks: Networks, actor_params: ArrayTree, obs: jax.Array
-) -> MatVec:
-    return gaussian_fisher_vector_product(lambda p: networks.actor.apply(p, obs), actor_params)
-
-
 def trpo_actor_step(
     actor_params: ArrayTree,
     networks: Networks,
     batch: UpdateBatch,
-    delta: jax.Array,
-    config: TrainConfig,
+    radius: jax.Array,
+    trpo: TrpoSettings,
+    shapo: ShapoSettings | None,
 ) -> tuple[ArrayTree, dict[str, jax.Array]]:
-    """The (SHAPO-)TRPO policy step on the full batch; returns (new actor params, metrics)."""
+    """The (SHAPO-)TRPO policy step on the full batch; returns (new actor params, metrics).
+
+    `radius` is SHAPO's KL radius for this update (ignored without `shapo`)."""
     objective = lambda p: trpo_objective(p, networks, batch)  # noqa: E731
-    (value, aux), grad = isolated_value_and_grad(objective, actor_params, has_aux=True)
-    _, old_mean, old_log_std = aux
-    fisher_product = _fisher_product(
-        networks, actor_params, fisher_subsample(batch.obs, config.fisher_fraction)
+    fisher_product = policy_fisher_product(
+        networks, actor_params, fisher_subsample(batch.obs, trpo.fisher_fraction)
     )
-
-    metrics: dict[str, jax.Array] = {"actor_objective": value}
-    if config.uses_shapo:
-        ascent_grad, shapo_metrics = perturbed_gradient(
-            objective, actor_params, value, aux, grad, fisher_product, delta, batch.cost, config
-        )
-        metrics.update(shapo_metrics)
-    else:
-        ascent_grad = grad
-
+    step = policy_gradient(objective, actor_params, shapo, radius, lambda: fisher_product,
+                           batch.cost)
+    _, old_mean, old_log_std = step.aux
     full_step, step_info = natural_step(
-        ascent_grad, fisher_product, config.trust_region, cg_iters=config.trpo_cg_iters,
-        damping=config.trpo_cg_damping, return_info=True,
+        step.ascent, fisher_product, trpo.trust_region, cg_iters=trpo.cg_iters,
+        damping=trpo.cg_damping, return_info=True,
     )
 
     def evaluate(fraction: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -167,14 +142,15 @@ def trpo_actor_step(
         return kl, candidate_value
 
     search = backtracking_line_search(
-        evaluate, value,
-        line_search_fractions(config.line_search_decay, config.line_search_steps),
-        config.trust_region,
+        evaluate, step.value,
+        line_search_fractions(trpo.line_search_decay, trpo.line_search_steps),
+        trpo.trust_region,
     )
     new_params = jax.tree_util.tree_map(
-        lambda theta, step: jnp.where(search.accepted, theta + search.fraction * step, theta),
+        lambda theta, s: jnp.where(search.accepted, theta + search.fraction * s, theta),
         actor_params, full_step,
     )
+    metrics = dict(step.metrics)
     metrics.update(
         trpo_step_fraction=search.fraction,
         trpo_accepted=search.accepted.astype(jnp.float32),
@@ -187,48 +163,50 @@ def trpo_actor_step(
     return new_params, metrics
 
 
-def trpo_update(
-    learner: LearnerState,
-    batch: UpdateBatch,
-    key: jax.Array,
-    delta: jax.Array,
-    hp: Hyperparameters,
+def make_trpo_update(
     networks: Networks,
-    config: TrainConfig,
-) -> tuple[LearnerState, dict[str, jax.Array]]:
-    """One (SHAPO-)TRPO-Lag update: the policy step, then the critics' minibatch epochs.
+    optimizer: optax.GradientTransformation,
+    *,
+    trpo: TrpoSettings | None = None,
+    shapo: ShapoSettings | None = None,
+) -> PolicyUpdate:
+    """The (SHAPO-)TRPO-Lag update `update(learner, batch, key, hp) -> (learner, metrics)`:
+    the policy step, then `trpo.critic_epochs` epochs of minibatch steps on the critics.
 
-    `delta` is delta_down for this update (from the schedule); `hp.rho_critic` is the critics'
-    SAM radius (used when `config.uses_shapo`). Returns the new learner state and scalar
-    metrics (critic losses averaged over their minibatch steps).
+    `optimizer` steps the critics; `shapo=None` is TRPO-Lag, otherwise SHAPO-TRPO-Lag with
+    radius `hp.shapo_radius` and SAM critics of radius `hp.critic_radius`. Metrics: the
+    policy step's, and the critic losses averaged over their minibatch steps.
     """
-    actor_params, actor_metrics = trpo_actor_step(
-        learner.actor_params, networks, batch, delta, config
-    )
-    optimizer = make_optimizer(config.max_grad_norm)
+    trpo = TrpoSettings() if trpo is None else trpo
 
-    def minibatch_step(carry, minibatch: UpdateBatch):
+    def minibatch_step(carry, minibatch: UpdateBatch, hp: UpdateHyperparameters):
         params, opt_state = carry
         params, opt_state, metrics = critic_step(
-            params, opt_state, optimizer, networks, minibatch, hp.rho_critic,
-            sharpness_aware=config.uses_shapo,
+            params, opt_state, optimizer, networks, minibatch, hp.critic_radius,
+            sharpness_aware=shapo is not None,
         )
         return (params, opt_state), metrics
 
-    def epoch(carry, epoch_key: jax.Array):
-        return jax.lax.scan(
-            minibatch_step, carry, minibatches(batch, epoch_key, config.num_minibatches)
+    def update(learner: LearnerState, batch: UpdateBatch, key: jax.Array,
+               hp: UpdateHyperparameters) -> tuple[LearnerState, dict[str, jax.Array]]:
+        actor_params, actor_metrics = trpo_actor_step(
+            learner.actor_params, networks, batch, hp.shapo_radius, trpo, shapo
         )
 
-    (critic_params, critic_opt_state), critic_metrics = jax.lax.scan(
-        epoch, (learner.critic_params, learner.critic_opt_state),
-        jax.random.split(key, config.critic_epochs),
-    )
-    new_learner = LearnerState(
-        actor_params=actor_params,
-        critic_params=critic_params,
-        actor_opt_state=learner.actor_opt_state,
-        critic_opt_state=critic_opt_state,
-    )
-    metrics = {**actor_metrics, **jax.tree_util.tree_map(jnp.mean, critic_metrics)}
-    return new_learner, metrics
+        def epoch(carry, epoch_key: jax.Array):
+            return jax.lax.scan(lambda c, mb: minibatch_step(c, mb, hp), carry,
+                                minibatches(batch, epoch_key, trpo.num_minibatches))
+
+        (critic_params, critic_opt_state), critic_metrics = jax.lax.scan(
+            epoch, (learner.critic_params, learner.critic_opt_state),
+            jax.random.split(key, trpo.critic_epochs),
+        )
+        new_learner = LearnerState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            actor_opt_state=learner.actor_opt_state,
+            critic_opt_state=critic_opt_state,
+        )
+        return new_learner, {**actor_metrics, **jax.tree_util.tree_map(jnp.mean, critic_metrics)}
+
+    return update

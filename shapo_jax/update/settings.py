@@ -1,0 +1,70 @@
+"""The static settings of the policy updates, grouped by what reads them.
+
+They fix the compiled program (loop lengths, shapes, constants); the numbers that may differ
+between vmapped runs reach an update as `UpdateHyperparameters` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from flax import struct
+
+from shapo_jax.sharpness.perturbation import DEFAULT_DAMPING
+
+# One damping for every Fisher solve (SHAPO's and TRPO's): x = (F + damping I)^-1 g.
+DEFAULT_CG_DAMPING = DEFAULT_DAMPING
+
+
+@struct.dataclass
+class UpdateHyperparameters:
+    """The traced numbers a policy update reads (learning rates live in the optimiser states).
+
+    shapo_radius: SHAPO's KL radius for this update, delta_down after its schedule
+      (docs/algorithms.md §4, §7); 0 gives the plain gradient exactly.
+    critic_radius: the critics' SAM radius rho (docs/algorithms.md §8); 0 gives plain steps.
+    """
+
+    shapo_radius: jax.Array
+    critic_radius: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapoSettings:
+    """SHAPO's Fisher solve for the perturbation (docs/algorithms.md §4).
+
+    fisher_fraction: the share of a (mini)batch's states the Fisher is averaged over
+      (docs/algorithms.md §5; TRPO's natural step uses the same subsample).
+    """
+
+    cg_iters: int = 10
+    cg_damping: float = DEFAULT_CG_DAMPING
+    fisher_fraction: float = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class PpoSettings:
+    """The clipped-surrogate epochs of (SHAPO-)PPO-Lag (paper, Algorithm 4)."""
+
+    clip: float = 0.2
+    entropy_coef: float = 0.0
+    update_epochs: int = 4
+    num_minibatches: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class TrpoSettings:
+    """The natural step, line search and critic epochs of (SHAPO-)TRPO-Lag (Algorithm 3).
+
+    fisher_fraction: as in `ShapoSettings`, for the Fisher of the natural step.
+    """
+
+    trust_region: float = 0.01
+    cg_iters: int = 15
+    cg_damping: float = DEFAULT_CG_DAMPING
+    fisher_fraction: float = 0.25
+    line_search_steps: int = 15
+    line_search_decay: float = 0.8
+    critic_epochs: int = 4
+    num_minibatches: int = 8

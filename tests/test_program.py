@@ -1,0 +1,171 @@
+"""One training program for shapo-train and shapo-sweep: the same members give the same
+numbers through either tool; the traced settings are defined once; the layers point down."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shapo_jax.experiments import SweepSpec, expand_grid, read_table
+from shapo_jax.experiments.cli import build_sweep_parser, sweep_main
+from shapo_jax.experiments.table import METRIC_COLUMNS
+from shapo_jax.training import TRACED_SETTINGS, Hyperparameters, TrainConfig
+from shapo_jax.training.cli import build_parser
+from shapo_jax.training.cli import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--set", "rollout_length=50", "--set", "num_minibatches=2", "--set", "update_epochs=1",
+         "--set", "log_every_steps=800", "--set", "eval_every=2", "--set", "eval_envs=4",
+         "--set", "hidden_sizes=[16]", "--set", "lagrange_init=0.5"]
+
+
+def test_train_and_sweep_give_identical_metrics_for_every_seed_and_log_point(tmp_path):
+    rng = np.random.default_rng()
+    base = int(rng.integers(0, 1000))  # fresh seeds: a rule that ignores them cannot pass
+    setting = ["--num-envs", "16", "--total-steps", "4000", "--cost-limit", "2",
+               "--delta-down", "0.01", *SMALL]
+    assert train_main(["--env", "TinyHazardNav", "--algo", "shapo_ppo_lag", "--seeds", "2",
+                       "--seed", str(base), *setting, "--no-plot",
+                       "--out", str(tmp_path / "train")]) == 0
+    assert sweep_main(["--algos", "shapo_ppo_lag", "--envs", "TinyHazardNav", "--seeds", "2",
+                       "--seed", str(base), *setting, "--quiet",
+                       "--out", str(tmp_path / "sweep")]) == 0
+    records = [json.loads(line)
+               for line in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_table(tmp_path / "sweep")
+    assert {r["seed"] for r in records} == {base, base + 1}  # the runs' own seeds
+    train = {(r["seed"], r["env_steps"]): r for r in records}
+    sweep = {(r["seed"], r["env_steps"]): r for r in rows}
+    assert train.keys() == sweep.keys() and len(train) == 2 * 5
+    compared = [c for c in METRIC_COLUMNS if c != "sps"]
+    evaluated = 0
+    for key, record in train.items():
+        for column in compared:
+            want = record.get(column)
+            got = sweep[key][column]
+            if want is None:
+                assert np.isnan(got), (key, column, got)
+            else:
+                assert got == want, (key, column, got, want)  # bit for bit
+        evaluated += record.get("eval_return") is not None
+    assert evaluated == 2 * 3  # log points 2 and 4 and the last (5), for both seeds
+    eval_returns = {k: r["eval_return"] for k, r in train.items() if "eval_return" in r}
+    assert len(set(eval_returns.values())) > 1  # the seeds evaluate differently
+
+
+# ----- the traced settings, defined once --------------------------------------------------
+
+def test_traced_settings_are_the_hyperparameters_the_config_fields_and_the_flags():
+    names = [s.name for s in TRACED_SETTINGS]
+    assert names == [f.name for f in dataclasses.fields(Hyperparameters)]
+    config_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for setting in TRACED_SETTINGS:
+        assert config_fields[setting.name] == setting.default
+    train_flags = {a.dest for a in build_parser()._actions}
+    sweep_flags = {a.dest for a in build_sweep_parser()._actions}
+    assert set(names) <= train_flags and set(names) <= sweep_flags
+
+
+@pytest.mark.parametrize("name", [s.name for s in TRACED_SETTINGS])
+def test_traced_setting_bounds_are_enforced_by_the_config(name):
+    setting = next(s for s in TRACED_SETTINGS if s.name == name)
+    bad = 0.0 if setting.positive else -1e-3
+    with pytest.raises(ValueError, match=rf"{name}=.*must be a finite number"):
+        TrainConfig(**{name: bad})
+    with pytest.raises(ValueError, match=name):
+        TrainConfig(**{name: float("nan")})
+
+
+def test_plain_algorithms_run_at_zero_radius_and_ignored_settings_keep_their_value():
+    plain = TrainConfig(algo="trpo_lag", delta_down=0.3, rho_critic=0.2, actor_lr=1e-3,
+                        lagrange_method="pid", lagrange_lr=0.5)
+    values = plain.traced_values()
+    assert values["delta_down"] == 0.0 and values["rho_critic"] == 0.0
+    assert values["actor_lr"] == 1e-3 and values["lagrange_lr"] == 0.5
+    shapo = TrainConfig(algo="shapo_ppo_lag", delta_down=0.3, rho_critic=0.2).traced_values()
+    assert shapo["delta_down"] == pytest.approx(0.3) and shapo["rho_critic"] == 0.2
+
+
+def spec(**data) -> SweepSpec:
+    return SweepSpec.from_dict({"envs": ["TinyHazardNav"], "seeds": [0], **data})
+
+
+@pytest.mark.parametrize("algos, grid, settings, reason", [
+    (["trpo_lag", "shapo_trpo_lag"], {"actor_lr": [1e-4, 3e-4]}, {}, "trust region"),
+    (["ppo_lag"], {"lagrange_lr": [0.01, 0.1]}, {"lagrange_method": "pid"}, "PID"),
+    (["ppo_lag", "trpo_lag"], {"delta_down": [0.001, 0.01]}, {}, "radius 0"),
+])
+def test_an_axis_no_run_reads_is_refused(algos, grid, settings, reason):
+    with pytest.raises(ValueError, match=f"read by no run.*{reason}"):
+        expand_grid(spec(algos=algos, grid=grid, set=settings))
+
+
+def test_an_axis_collapses_for_the_runs_that_ignore_it():
+    members = expand_grid(spec(algos=["ppo_lag", "trpo_lag"], grid={"actor_lr": [1e-4, 3e-4]},
+                               seeds=[0, 1]))
+    per_algo = {a: [m for m in members if m.algo == a] for a in ("ppo_lag", "trpo_lag")}
+    assert len(per_algo["ppo_lag"]) == 4 and len(per_algo["trpo_lag"]) == 2
+    assert {m.hp_dict["actor_lr"] for m in per_algo["trpo_lag"]} == {TrainConfig().actor_lr}
+
+
+def test_old_config_names_still_read_and_both_names_refused():
+    old = {**TrainConfig().to_dict(), "cg_iters": 7, "cg_damping": 0.3}
+    del old["shapo_cg_iters"], old["shapo_cg_damping"]
+    config = TrainConfig.from_dict(old)
+    assert (config.shapo_cg_iters, config.shapo_cg_damping) == (7, 0.3)
+    with pytest.raises(ValueError, match="cg_iters.*shapo_cg_iters"):
+        TrainConfig.from_dict({"cg_iters": 7, "shapo_cg_iters": 7})
+
+
+# ----- layers and documents ------------------------------------------------------------
+
+LOWER = ("update", "sharpness", "rollout", "advantages", "policy", "metrics")
+
+
+@pytest.mark.parametrize("package", LOWER)
+def test_lower_stages_never_import_from_above(package):
+    above = ("shapo_jax.training", "shapo_jax.experiments")
+    for path in sorted((ROOT / "shapo_jax" / package).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(above), f"{path.name} imports {name}"
+
+
+def tracked_text_files() -> list[Path]:
+    skip = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    suffixes = {".py", ".md", ".sh", ".toml", ".ipynb", ".txt", ".json", ".cfg"}
+    return [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in suffixes
+            and not skip & set(p.relative_to(ROOT).parts)]
+
+
+def test_every_cited_document_section_exists():
+    headings = {}
+    for doc in (ROOT / "docs").glob("*.md"):
+        headings[f"docs/{doc.name}"] = set(re.findall(r"^#+ (§\d+)\b", doc.read_text(), re.M))
+    assert headings, "docs/ is missing"
+    cited = 0
+    for path in tracked_text_files():
+        text = path.read_text(errors="replace")
+        for retired in ("DESIGN" + ".md", "ENVS" + ".md"):  # documents outside the repository
+            assert retired not in text, f"{path} cites {retired}"
+        for doc, sections in re.findall(r"(docs/\w+\.md)((?:,? ?§\d+)+)", text):
+            assert doc in headings, f"{path} cites {doc}, which does not exist"
+            for section in re.findall(r"§\d+", sections):
+                assert section in headings[doc], f"{path} cites {doc} {section}"
+                cited += 1
+    assert cited > 20
+
+
+def test_no_path_of_a_particular_machine():
+    pattern = re.compile(r"(?<![\w.])/(?:work|home|Users|root|mnt)/\w")
+    for path in tracked_text_files():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            assert not pattern.search(line), f"{path}:{number}: {line.strip()}"
