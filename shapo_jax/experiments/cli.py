@@ -143,7 +143,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
         _fail("shapo-sweep", str(error))
     print(json.dumps({"out": str(result.out), "table": str(result.table),
                       "groups": result.groups, "runs_trained": result.runs_trained,
-                      "runs_skipped": result.runs_skipped}, indent=2))
+                      "runs_skipped": result.runs_skipped,
+                      "diverged_runs": result.diverged_runs}, indent=2))
     return 0
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ import numpy as np  # noqa: E402
 from shapo_jax.experiments.grid import HP_FIELDS  # noqa: E402
 from shapo_jax.experiments.stats import (  # noqa: E402
     Setting,
+    diverged_runs,
     final_metrics,
+    healthy_rows,
     learning_curves,
     pareto_front,
+    setting_of,
     summarize_runs,
 )
 from shapo_jax.experiments.table import read_table  # noqa: E402
@@ -181,7 +185,20 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
     rows = read_table(*sources)
     if not rows:
         raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
+    diverged = diverged_runs(rows)
+    if diverged:
+        warnings.warn(f"left out of every figure and summary: {len(diverged)} diverged run(s) "
+                      f"{sorted(diverged)}", stacklevel=2)
+    dropped: dict[Setting, int] = {}
+    for run_id in diverged:
+        setting = setting_of(next(r for r in rows if r["run_id"] == run_id))
+        dropped[setting] = dropped.get(setting, 0) + 1
+    rows = healthy_rows(rows)
+    if not rows:
+        raise ValueError("every run of the sweep diverged: nothing to plot")
     summary = summarize_runs(final_metrics(rows, final_fraction), confidence)
+    for record in summary:  # the seeds that diverged, left out of this setting's figures
+        record["diverged"] = dropped.get(setting_of(record), 0)
     out = Path(out)
     paths = [write_summary_csv(summary, out / "summary.csv")]
     for env in sorted({r["env"] for r in rows}):

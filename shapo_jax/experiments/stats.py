@@ -146,6 +146,18 @@ def _by_run(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
+def diverged_runs(rows: list[dict[str, Any]]) -> set[str]:
+    """The runs flagged diverged at some log point: they have no figures and are left out of
+    every summary, curve and Pareto front."""
+    return {r["run_id"] for r in rows if r.get("diverged", 0.0) == 1.0}
+
+
+def healthy_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` without those of diverged runs."""
+    diverged = diverged_runs(rows)
+    return [r for r in rows if r["run_id"] not in diverged]
+
+
 FINAL_KEYS = ("episode_return", "episode_cost", "eval_return", "eval_cost",
               "lagrange_multiplier")
 
@@ -174,7 +186,8 @@ SUMMARY_KEYS = ("episode_return", "episode_cost", "cumulative_cost", "eval_retur
 
 
 def summarize_runs(finals: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Per (env, algo, setting): seed count and mean, low, high of each of SUMMARY_KEYS."""
+    """Per (env, algo, setting): seed count, budget per run (env_steps, the longest run's) and
+    mean, low, high of each of SUMMARY_KEYS."""
     groups: dict[Setting, list[dict[str, Any]]] = defaultdict(list)
     for record in finals:
         groups[setting_of(record)].append(record)
@@ -182,7 +195,8 @@ def summarize_runs(finals: list[dict[str, Any]], confidence: float = 0.95) -> li
     for (env, algo, hp), records in groups.items():
         summary: dict[str, Any] = {"env": env, "algo": algo,
                                    **dict(zip(HP_FIELDS, hp, strict=True)),
-                                   "seeds": len(records)}
+                                   "seeds": len(records),
+                                   "env_steps": max(r["env_steps"] for r in records)}
         for key in SUMMARY_KEYS:
             mean, low, high = confidence_band(np.array([[r[key]] for r in records]), confidence)
             summary[key], summary[f"{key}_low"], summary[f"{key}_high"] = (

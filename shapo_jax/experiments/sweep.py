@@ -31,12 +31,14 @@ from shapo_jax.experiments.grid import (
     expand_grid,
     group_members,
 )
+from shapo_jax.experiments.stats import diverged_runs
 from shapo_jax.experiments.table import (
     METRIC_COLUMNS,
     Manifest,
     TableWriter,
     completed_runs,
     manifest_path,
+    read_rows,
     table_path,
 )
 from shapo_jax.io import atomic_write_json
@@ -101,6 +103,7 @@ class SweepResult:
     runs_trained: int
     runs_skipped: int  # already complete
     rows_dropped: int  # rows of interrupted runs removed before restarting them
+    diverged_runs: list[str] = dataclasses.field(default_factory=list)  # of the whole table
 
 
 ChunkCallback = Callable[[Group, int, list[dict[str, Any]]], None]
@@ -137,8 +140,16 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
     seeds = [m.seed for m in members]
     state = program.init(seeds, hp)
     done = 0
+    flagged: set[str] = set()
     for chunk in program.chunks(state, hp, seeds):
         done = chunk.updates_done
+        for member, diverged in zip(members, chunk.metrics["diverged"], strict=True):
+            if diverged == 1.0 and member.run_id not in flagged:
+                flagged.add(member.run_id)
+                if progress is not None:
+                    progress.note(f"{group.label}: run {member.run_id} (seed {member.seed}, "
+                                  f"{member.hp_dict}) diverged at update {done}: its figures "
+                                  "are null from here on")
         run_steps = chunk.updates * config.env_steps_per_update
         rows = _rows(members, chunk.metrics, done, config, run_steps / chunk.seconds)
         writer.append(rows)
@@ -150,7 +161,8 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
             on_chunk(group, done, rows)
     env_steps = done * config.env_steps_per_update
     manifest.mark_complete([
-        {"run_id": m.run_id, "group_id": m.group_id, "env_steps": env_steps} for m in members
+        {"run_id": m.run_id, "group_id": m.group_id, "env_steps": env_steps,
+         "diverged": m.run_id in flagged} for m in members
     ])
     if progress is not None:
         progress.update(runs=len(members), label=f"{group.label} done")
@@ -209,6 +221,10 @@ def run_sweep(
             run_group(group, members, mesh, writer, manifest, bar, on_chunk)
     finally:
         bar.close()
+    diverged = sorted(diverged_runs(read_rows(writer.path)))
+    if diverged and progress is not None:
+        progress.write(f"sweep {out}: {len(diverged)} diverged run(s), left out of figures and "
+                       f"summaries: {diverged}\n")
     return SweepResult(out=out, table=writer.path, groups=len(pending),
                        runs_trained=sum(len(m) for _, m in pending), runs_skipped=skipped,
-                       rows_dropped=dropped)
+                       rows_dropped=dropped, diverged_runs=diverged)

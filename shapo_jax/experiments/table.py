@@ -29,7 +29,7 @@ INT_COLUMNS = ("seed", "update", "env_steps")
 METRIC_COLUMNS = (
     "episode_return", "episode_cost", "cost_rate", "cumulative_cost", "lagrange_multiplier",
     "eval_return", "eval_cost", "episode_length", "episodes_completed", "policy_kl",
-    "shapo_kl", "shapo_weight_costly", "shapo_weight_safe", "sps",
+    "shapo_kl", "shapo_weight_costly", "shapo_weight_safe", "sps", "diverged",
 )
 COLUMNS: tuple[str, ...] = ID_COLUMNS + HP_FIELDS + INT_COLUMNS + METRIC_COLUMNS
 FLOAT_COLUMNS = HP_FIELDS + METRIC_COLUMNS
@@ -79,12 +79,12 @@ def format_rows(rows: Iterable[dict[str, Any]], header: bool = False) -> str:
     return buffer.getvalue()
 
 
-def _parse(row: list[str]) -> dict[str, Any] | None:
-    if len(row) != len(COLUMNS):
+def _parse(row: list[str], header: tuple[str, ...]) -> dict[str, Any] | None:
+    if len(row) != len(header):
         return None
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {column: math.nan for column in FLOAT_COLUMNS}
     try:
-        for column, text in zip(COLUMNS, row, strict=True):
+        for column, text in zip(header, row, strict=True):
             if column in INT_COLUMNS:
                 out[column] = int(text)
             elif column in FLOAT_COLUMNS:
@@ -97,15 +97,18 @@ def _parse(row: list[str]) -> dict[str, Any] | None:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Complete rows of one table file (a torn or malformed line is skipped)."""
+    """Complete rows of one table file (a torn or malformed line is skipped). Tables written
+    before a metric column existed read with that column NaN."""
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
             return []
-        if tuple(header) != COLUMNS:
+        header = tuple(header)
+        required = set(ID_COLUMNS + HP_FIELDS + INT_COLUMNS)
+        if not required <= set(header) or not set(header) <= set(COLUMNS):
             raise ValueError(f"{path}: unexpected header; expected the columns {list(COLUMNS)}")
-        return [parsed for parsed in map(_parse, reader) if parsed is not None]
+        return [parsed for parsed in (_parse(r, header) for r in reader) if parsed is not None]
 
 
 def read_table(*sources: str | Path) -> list[dict[str, Any]]:
@@ -124,6 +127,11 @@ class TableWriter:
         self.path = Path(path)
         if not self.path.exists():
             atomic_write_text(self.path, format_rows([], header=True))
+            return
+        with open(self.path, newline="") as handle:
+            header = tuple(next(csv.reader(handle), ()))
+        if header != COLUMNS:  # an older table: rewrite it with today's columns first
+            atomic_write_text(self.path, format_rows(read_rows(self.path), header=True))
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         append_durably(self.path, format_rows(rows), newline="")

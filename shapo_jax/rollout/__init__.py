@@ -3,8 +3,14 @@
 from shapo_jax.rollout.episodes import (
     EpisodeSummary,
     EpisodeTracker,
+    EpisodeWindow,
     init_tracker,
+    init_window,
+    push_window,
+    recent_episodes,
+    start_rollout,
     summarize_episodes,
+    summarize_rollout,
     track_step,
 )
 from shapo_jax.rollout.normalization import (
@@ -13,20 +19,33 @@ from shapo_jax.rollout.normalization import (
     normalize,
     update_statistics,
 )
-from shapo_jax.rollout.rollout import Transition, reset_batch, rollout, step_with_repeat
+from shapo_jax.rollout.rollout import (
+    Transition,
+    desynchronize_episodes,
+    reset_batch,
+    rollout,
+    step_with_repeat,
+)
 
 __all__ = [
     "EpisodeSummary",
     "EpisodeTracker",
+    "EpisodeWindow",
     "RunningStatistics",
     "Transition",
     "init_statistics",
+    "desynchronize_episodes",
     "init_tracker",
+    "init_window",
     "normalize",
+    "push_window",
+    "recent_episodes",
     "reset_batch",
     "rollout",
+    "start_rollout",
     "step_with_repeat",
     "summarize_episodes",
+    "summarize_rollout",
     "track_step",
     "update_statistics",
 ]

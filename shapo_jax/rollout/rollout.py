@@ -1,9 +1,13 @@
 """Collecting experience: a `lax.scan` over a batch of Brax-style environments
 (docs/environments.md §3-§4, docs/algorithms.md §6).
 
-Auto-reset draws a fresh initial state (a fresh layout) from an explicit key for every env
-whose episode ended; the transition keeps the true next observation (before the reset) so
-that a truncated episode can still be bootstrapped. With `action_repeat` > 1 each action is
+Auto-reset gives every env whose episode ended a fresh initial state (a fresh layout); the
+transition keeps the true next observation (before the reset) so that a truncated episode can
+still be bootstrapped. The fresh states come from a batch of reset states drawn once per
+rollout from an explicit key, one per env: with desynchronised episodes some env finishes on
+almost every step, and resetting the whole batch on each of those steps would double a
+navigation rollout's cost. An env that finishes twice in one rollout (episodes shorter than
+the rollout) gets a newly drawn state the second time. With `action_repeat` > 1 each action is
 applied several times and rewards and costs are summed over the repeats.
 """
 
@@ -16,7 +20,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State
 from flax import struct
 
-from shapo_jax.rollout.episodes import EpisodeTracker, track_step
+from shapo_jax.rollout.episodes import EpisodeTracker, start_rollout, track_step
 
 # policy_fn(observation batch, key) -> (action batch, log-probability batch)
 PolicyFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -49,6 +53,26 @@ def reset_batch(env: Env, key: jax.Array, num_envs: int) -> State:
     return jax.vmap(env.reset)(jax.random.split(key, num_envs))
 
 
+def desynchronize_episodes(
+    env_state: State, key: jax.Array, episode_length: int
+) -> tuple[State, jax.Array]:
+    """Put every env at a random point of its episode: its step counter drawn uniformly in
+    [0, episode_length). Returns the states and the mask of envs that start part-way (their
+    first episodes are truncations, left out of the episode statistics).
+
+    Why: envs reset together stay in lockstep for ever on tasks without termination, so every
+    batch would be one time slice of the episode and episodes would all end on one update.
+    """
+    if "steps" not in env_state.info:
+        raise ValueError("desynchronize_episodes needs the step counter info['steps'] of "
+                         "envs.TimeLimit (every environment of envs.make has it)")
+    steps = env_state.info["steps"]
+    offsets = jax.random.randint(key, steps.shape, 0, episode_length).astype(steps.dtype)
+    info = dict(env_state.info)
+    info["steps"] = offsets
+    return env_state.replace(info=info), (offsets > 0).astype(jnp.float32)
+
+
 def step_with_repeat(
     env: Env, state: State, action: jax.Array, action_repeat: int
 ) -> tuple[State, jax.Array, jax.Array]:
@@ -77,19 +101,29 @@ def rollout(
     num_steps: int,
     action_repeat: int = 1,
     vmap_axis_name: str | None = None,
+    reset_pool: bool = True,
 ) -> tuple[State, EpisodeTracker, Transition]:
     """Run `num_steps` policy steps in every env, auto-resetting finished episodes.
 
-    Returns the final env states, the updated episode tracker and time-major transitions.
-    Resets are computed only on steps where some env finished. Under `jax.vmap` that test
-    would be batched and the branch would become a select that resets every step (twice the
-    cost of a navigation rollout); name the vmapped axis (`jax.vmap(..., axis_name=...)`)
-    in `vmap_axis_name` and the test is taken over all members, so the branch stays a branch.
+    Returns the final env states, the updated episode tracker (its per-rollout sums cover this
+    rollout) and time-major transitions. Resets are computed only on steps where some env
+    finished, from the rollout's batch of fresh states (module docstring). Under `jax.vmap`
+    the test of "some env finished" would be batched and the branch would become a select
+    computed every step; name the vmapped axis (`jax.vmap(..., axis_name=...)`) in
+    `vmap_axis_name` and the test is taken over all members, so the branch stays a branch.
+    `reset_pool=False` resets the whole batch on every such step instead (for comparison:
+    scripts/bench_rollout.py).
     """
     num_envs = env_state.obs.shape[0]
 
+    def across_members(flag: jax.Array) -> jax.Array:
+        flag = jnp.any(flag)
+        if vmap_axis_name is not None:
+            flag = jax.lax.psum(flag.astype(jnp.int32), vmap_axis_name) > 0
+        return flag
+
     def one_step(carry, step_key):
-        state, tracker = carry
+        state, tracker, unused = carry
         action_key, reset_key = jax.random.split(step_key)
         obs = state.obs
         action, log_prob = policy_fn(obs, action_key)
@@ -102,18 +136,28 @@ def rollout(
             terminated=terminated, done=done, next_obs=next_state.obs,
         )
         tracker = track_step(tracker, reward, cost, done)
-        # Resetting is only computed when some env finished (for 1000-step episodes: rarely).
-        any_done = jnp.any(done > 0)
-        if vmap_axis_name is not None:
-            any_done = jax.lax.psum(any_done.astype(jnp.int32), vmap_axis_name) > 0
-        next_state = jax.lax.cond(
-            any_done,
-            lambda s: _select(done > 0, reset_batch(env, reset_key, num_envs), s),
-            lambda s: s,
-            next_state,
-        )
-        return (next_state, tracker), transition
+        finished = done > 0
 
+        def reset(s):
+            if not reset_pool:
+                return _select(finished, reset_batch(env, reset_key, num_envs), s)
+            # Envs whose fresh state is used up draw a new batch (rare: episodes shorter
+            # than the rollout); the others take theirs from the pool.
+            again = finished & ~unused
+            fresh = jax.lax.cond(
+                across_members(again),
+                lambda p: _select(again, reset_batch(env, reset_key, num_envs), p),
+                lambda p: p,
+                pool,
+            )
+            return _select(finished, fresh, s)
+
+        next_state = jax.lax.cond(across_members(finished), reset, lambda s: s, next_state)
+        return (next_state, tracker, unused & ~finished), transition
+
+    pool_key, key = jax.random.split(key)
+    pool = reset_batch(env, pool_key, num_envs) if reset_pool else None
     keys = jax.random.split(key, num_steps)
-    (env_state, tracker), transitions = jax.lax.scan(one_step, (env_state, tracker), keys)
+    carry = (env_state, start_rollout(tracker), jnp.ones((num_envs,), bool))
+    (env_state, tracker, _), transitions = jax.lax.scan(one_step, carry, keys)
     return env_state, tracker, transitions

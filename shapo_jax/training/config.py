@@ -27,7 +27,11 @@ from shapo_jax.update.settings import (
 ALGORITHMS = ("ppo_lag", "shapo_ppo_lag", "trpo_lag", "shapo_trpo_lag")
 LAGRANGE_METHODS = ("adam", "pid")
 DELTA_SCHEDULES = ("constant", "quantile_total", "quantile_batch")
-COST_ESTIMATORS = ("rate", "episodes")
+# What the multiplier sees as the episode cost (docs/algorithms.md §10): "recent_episodes" the
+# mean cost of the full episodes completed in the latest update (over the last `episode_window`
+# updates when fewer than `episode_min_count` completed), "rate" cost per step x episode
+# length, "episodes" (0.1's) each env's last full episode ever.
+COST_ESTIMATORS = ("recent_episodes", "rate", "episodes")
 
 
 # Fields renamed since 0.1 (old name -> new name); `from_dict` reads the old names too, so an
@@ -68,7 +72,11 @@ class TrainConfig(TracedDefaults):
     pid_kp: float = 0.1
     pid_ki: float = 0.01
     pid_kd: float = 0.01
-    cost_estimator: str = "rate"
+    cost_estimator: str = "recent_episodes"
+    episode_window: int = 10
+    episode_min_count: int = 16
+    # every env starts at a random point of its episode (False: all at step 0, in lockstep)
+    random_episode_start: bool = True
     # SHAPO (docs/algorithms.md §4, §7)
     # delta_schedule "constant": the KL radius is delta_down. "quantile_total" / "quantile_batch"
     # (paper, Proposition 5): the radius is delta_down * z_alpha^2 / (2 n), n the samples seen so
@@ -145,10 +153,16 @@ class TrainConfig(TracedDefaults):
             fail(f"lagrange_method={self.lagrange_method!r}; valid: {LAGRANGE_METHODS}")
         if self.delta_schedule not in DELTA_SCHEDULES:
             fail(f"delta_schedule={self.delta_schedule!r}; valid: {DELTA_SCHEDULES}")
+        if isinstance(self.episode_min_count, bool) or not isinstance(
+                self.episode_min_count, int) or self.episode_min_count < 0:
+            fail(f"episode_min_count={self.episode_min_count!r}; must be an integer >= 0")
+        if not isinstance(self.random_episode_start, bool):
+            fail(f"random_episode_start={self.random_episode_start!r}; must be true or false")
         if self.cost_estimator not in COST_ESTIMATORS:
             fail(f"cost_estimator={self.cost_estimator!r}; valid: {COST_ESTIMATORS}")
         for name in ("total_steps", "num_envs", "rollout_length", "action_repeat", "update_epochs",
-                     "num_minibatches", "shapo_cg_iters", "trpo_cg_iters", "line_search_steps",
+                     "num_minibatches", "shapo_cg_iters", "trpo_cg_iters", "episode_window",
+                     "line_search_steps",
                      "critic_epochs", "num_seeds", "log_every_steps", "eval_every", "eval_envs",
                      "checkpoint_every"):
             value = getattr(self, name)

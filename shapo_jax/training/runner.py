@@ -133,13 +133,15 @@ class Runner:
 
         done_now = done - self._first_update
         remaining = wall / done_now * (cfg.num_updates - done) if done_now else 0.0
-        # Episode return and cost appear once episodes finish; until then the cost column's
-        # estimate (cost rate x episode length, what the multiplier sees) shows the trend.
+        # Episode return and cost appear once full episodes finish (after one episode length
+        # per env); "est" is the cost the multiplier saw (the rate x episode length before).
+        diverged = diverged_seeds(records)
         self.log(f"[{done:>5}/{cfg.num_updates}] steps {env_steps:>11,} | "
                  f"return {mean('episode_return', 8, 2)} | cost {mean('episode_cost', 7, 2)} "
                  f"(est {mean('episode_cost_estimate', 7, 2)}) | "
                  f"lambda {mean('lagrange_multiplier', 6, 3)} | {sps:10,.0f} steps/s | "
-                 f"eta {remaining:5.0f}s")
+                 f"eta {remaining:5.0f}s"
+                 + (f" | DIVERGED seed(s) {diverged}" if diverged else ""))
         sys.stdout.flush()
 
     def summary(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -152,5 +154,11 @@ class Runner:
             if values:
                 out[key] = float(np.mean(values))
         out["cost_limit"] = cfg.cost_limit
+        out["diverged_seeds"] = diverged_seeds(records)  # their figures are null, not means
         out["compile_seconds"] = round(self.compile_seconds, 1)
         return out
+
+
+def diverged_seeds(records: list[dict[str, Any]]) -> list[int]:
+    """The seeds whose run became non-finite (flagged `diverged` in their records)."""
+    return sorted(r["seed"] for r in records if r.get("diverged") == 1.0)

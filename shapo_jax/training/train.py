@@ -24,14 +24,20 @@ from shapo_jax.advantages import generalized_advantages
 from shapo_jax.policy import Critic, GaussianActor, gaussian_kl, gaussian_log_prob
 from shapo_jax.rollout import (
     EpisodeTracker,
+    EpisodeWindow,
     RunningStatistics,
+    desynchronize_episodes,
     init_statistics,
     init_tracker,
+    init_window,
     normalize,
+    push_window,
+    recent_episodes,
     reset_batch,
     rollout,
     step_with_repeat,
     summarize_episodes,
+    summarize_rollout,
     update_statistics,
 )
 from shapo_jax.sharpness import quantile_schedule
@@ -61,10 +67,12 @@ class TrainState:
     obs_stats: RunningStatistics
     env_state: State
     tracker: EpisodeTracker
+    episodes: EpisodeWindow  # full episodes of the last updates (statistics, cost signal)
     key: jax.Array
     update_step: jax.Array
     cumulative_cost: jax.Array
     samples_seen: jax.Array
+    diverged: jax.Array  # once True the state stops changing and the metrics are NaN
 
 
 @struct.dataclass
@@ -107,6 +115,11 @@ class Trainer:
         hp = self.config.hyperparameters() if hp is None else hp
         cfg, env = self.config, self.env
         key, actor_key, reward_key, cost_key, env_key = jax.random.split(key, 5)
+        env_state = reset_batch(env, env_key, cfg.num_envs)
+        partial = None
+        if cfg.random_episode_start:
+            env_state, partial = desynchronize_episodes(
+                env_state, jax.random.fold_in(env_key, 1), env.episode_length)
         actor_params, critic_params = self._init_params(actor_key, reward_key, cost_key)
         optimizer = self.optimizer
         learner = LearnerState(
@@ -119,12 +132,14 @@ class Trainer:
             learner=learner,
             lagrange=_lagrange(cfg, hp).init(),
             obs_stats=init_statistics(env.observation_size),
-            env_state=reset_batch(env, env_key, cfg.num_envs),
-            tracker=init_tracker(cfg.num_envs),
+            env_state=env_state,
+            tracker=init_tracker(cfg.num_envs, partial),
+            episodes=init_window(cfg.episode_window),
             key=key,
             update_step=jnp.zeros((), jnp.int32),
             cumulative_cost=jnp.zeros((), jnp.float32),
             samples_seen=jnp.zeros((), jnp.float32),
+            diverged=jnp.zeros((), bool),
         )
 
     def _init_params(self, actor_key: jax.Array, reward_key: jax.Array, cost_key: jax.Array):
@@ -193,17 +208,19 @@ class Trainer:
             cfg.cost_gamma, cfg.cost_gae_lambda,
         )
 
-        # Lagrange multiplier first, on this batch's episode-cost estimate (as in PPO-Lag).
-        episodes = summarize_episodes(tracker)
-        episode_length = self.env.episode_length  # every env of envs.make has one
+        # Lagrange multiplier first, on this batch's episode-cost estimate (as in PPO-Lag;
+        # docs/algorithms.md §10).
+        latest = summarize_rollout(tracker)
+        window = push_window(state.episodes, tracker)
+        episodes = recent_episodes(window, latest, cfg.episode_min_count)
         cost_rate = traj.cost.mean() / cfg.action_repeat  # cost per environment step
-        rate_estimate = cost_rate * episode_length
-        if cfg.cost_estimator == "episodes":
-            episode_cost_estimate = jnp.where(
-                jnp.isnan(episodes.episode_cost), rate_estimate, episodes.episode_cost
-            )
-        else:
+        rate_estimate = cost_rate * self.env.episode_length  # every env of envs.make has one
+        if cfg.cost_estimator == "rate":
             episode_cost_estimate = rate_estimate
+        else:  # episode costs; the rate only before any full episode completed
+            measured = (episodes.episode_cost if cfg.cost_estimator == "recent_episodes"
+                        else summarize_episodes(tracker).episode_cost)
+            episode_cost_estimate = jnp.where(jnp.isnan(measured), rate_estimate, measured)
         lagrange = _lagrange(cfg, hp).update(state.lagrange, episode_cost_estimate, hp.cost_limit)
         multiplier = lagrange.multiplier
 
@@ -239,16 +256,18 @@ class Trainer:
             obs_stats=update_statistics(stats, traj.obs) if cfg.normalize_observations else stats,
             env_state=env_state,
             tracker=tracker,
+            episodes=window,
             key=key,
             update_step=state.update_step + 1,
             cumulative_cost=state.cumulative_cost + step_cost,
             samples_seen=samples_seen,
+            diverged=state.diverged,
         )
         metrics = {
             "episode_return": episodes.episode_return,
             "episode_cost": episodes.episode_cost,
             "episode_length": episodes.episode_length,
-            "episodes_completed": episodes.episodes_completed,
+            "episodes_completed": latest.episodes_completed,
             "cost_rate": cost_rate,
             "cumulative_cost": new_state.cumulative_cost,
             "episode_cost_estimate": episode_cost_estimate,
@@ -258,7 +277,7 @@ class Trainer:
             "policy_std": jnp.exp(new_log_std).mean(),
             **update_metrics,
         }
-        return new_state, metrics
+        return _stop_if_diverged(state, new_state, metrics, traj)
 
     def run(self, state: TrainState, num_updates: int, hp: Hyperparameters | None = None):
         """`num_updates` updates in one `lax.scan`; returns (state, stacked metrics)."""
@@ -296,7 +315,44 @@ class Trainer:
         (_, ret, cost, _), _ = jax.lax.scan(
             one_step, (env_state, zeros, zeros, zeros + 1.0), None, length=horizon
         )
-        return EvalResult(episode_return=ret.mean(), episode_cost=cost.mean())
+        # A diverged run has no figures (its frozen last finite state is not what it trained).
+        nan = jnp.float32(jnp.nan)
+        return EvalResult(episode_return=jnp.where(state.diverged, nan, ret.mean()),
+                          episode_cost=jnp.where(state.diverged, nan, cost.mean()))
+
+
+# Metrics that are finite in every healthy update (others, e.g. the mean weight over costly
+# samples, are NaN by definition on some batches).
+HEALTH_METRICS = ("actor_objective", "value_loss", "cost_value_loss", "policy_kl")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _stop_if_diverged(state: TrainState, new_state: TrainState, metrics: dict, traj):
+    """Freeze a run whose parameters, losses, actions or multiplier became non-finite.
+
+    The run keeps its last finite state (so nothing non-finite reaches checkpoints, statistics
+    or, under vmap, anything else), is flagged `diverged` for good, and reports NaN for every
+    metric from then on (written as null, never as a number: a diverged run is not safe).
+    The selects are per member, so other vmapped members are unchanged bit for bit.
+    """
+    healthy = (
+        _all_finite((new_state.learner, new_state.lagrange, new_state.obs_stats))
+        & _all_finite((traj.action, traj.reward, traj.cost))
+        & _all_finite({k: metrics[k] for k in HEALTH_METRICS if k in metrics})
+    )
+    diverged = state.diverged | ~healthy
+    kept = jax.tree_util.tree_map(lambda old, new: jnp.where(diverged, old, new),
+                                  state, new_state)
+    kept = kept.replace(diverged=diverged, update_step=new_state.update_step)
+    nan = jnp.float32(jnp.nan)
+    metrics = {k: jnp.where(diverged, nan, v) for k, v in metrics.items()}
+    metrics["diverged"] = diverged.astype(jnp.float32)
+    return kept, metrics
 
 
 def make_networks(config: TrainConfig, action_size: int) -> Networks:

@@ -1,6 +1,6 @@
 """Stage 3 of the data flow: the Lagrange multiplier and the policy and critic updates."""
 
-from shapo_jax.update.critic import critic_loss, critic_step
+from shapo_jax.update.critic import critic_gradient, critic_loss, critic_optimizer, critic_step
 from shapo_jax.update.lagrange import (
     LagrangeMultiplier,
     LagrangeState,
@@ -12,6 +12,7 @@ from shapo_jax.update.learner import (
     Networks,
     PolicyUpdate,
     UpdateBatch,
+    clip_each_by_global_norm,
     init_optimizer,
     make_optimizer,
     minibatches,
@@ -26,6 +27,7 @@ from shapo_jax.update.losses import (
 from shapo_jax.update.ppo import make_ppo_update, ppo_objective
 from shapo_jax.update.settings import (
     DEFAULT_CG_DAMPING,
+    CriticSettings,
     PpoSettings,
     ShapoSettings,
     TrpoSettings,
@@ -35,6 +37,7 @@ from shapo_jax.update.shapo_step import PolicyGradient, fisher_subsample, policy
 from shapo_jax.update.trpo import make_trpo_update, trpo_objective
 
 __all__ = [
+    "CriticSettings",
     "DEFAULT_CG_DAMPING",
     "LagrangeMultiplier",
     "LagrangeState",
@@ -48,8 +51,11 @@ __all__ = [
     "UpdateBatch",
     "UpdateHyperparameters",
     "adam_lagrange",
+    "clip_each_by_global_norm",
     "clipped_surrogate",
+    "critic_gradient",
     "critic_loss",
+    "critic_optimizer",
     "critic_step",
     "fisher_subsample",
     "importance_surrogate",

@@ -3,7 +3,7 @@ flattened batch of one rollout."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -44,10 +44,36 @@ class UpdateBatch:
     cost: jax.Array  # per-step cost, for the reweighting diagnostic
 
 
-def make_optimizer(max_grad_norm: float) -> optax.GradientTransformation:
-    """Gradient clipping then Adam whose learning rate lives in the state (so it can be vmapped)."""
+def clip_each_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm` applied to each entry of a dict of updates on its own.
+
+    For the critics' {"reward": ..., "cost": ...}: each critic's gradient is clipped by its own
+    global norm (docs/algorithms.md §8, `CriticSettings.separate`). Its state is optax's
+    `EmptyState`, as the joint clip's, so the two optimisers' states are interchangeable.
+    """
+    joint = optax.clip_by_global_norm(max_norm)
+
+    def update_fn(updates, state, params=None):
+        del params
+        if not isinstance(updates, Mapping):
+            raise TypeError("clip_each_by_global_norm: expected a dict of updates (one entry "
+                            f"per critic), got {type(updates).__name__}")
+        return {name: joint.update(sub, state)[0] for name, sub in updates.items()}, state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def make_optimizer(
+    max_grad_norm: float, *, per_critic: bool = False
+) -> optax.GradientTransformation:
+    """Gradient clipping then Adam whose learning rate lives in the state (so it can be vmapped).
+
+    The clip is over the whole parameter tree, or with `per_critic` over each top-level entry
+    on its own (`clip_each_by_global_norm`); the state's structure is the same either way.
+    """
+    clip = optax.clip_by_global_norm
     return optax.chain(
-        optax.clip_by_global_norm(max_grad_norm),
+        clip(max_grad_norm),
         optax.inject_hyperparams(optax.adam)(learning_rate=1.0),
     )
 

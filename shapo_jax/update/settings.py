@@ -7,6 +7,7 @@ between vmapped runs reach an update as `UpdateHyperparameters` instead.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 from flax import struct
@@ -45,12 +46,47 @@ class ShapoSettings:
 
 @dataclasses.dataclass(frozen=True)
 class PpoSettings:
-    """The clipped-surrogate epochs of (SHAPO-)PPO-Lag (paper, Algorithm 4)."""
+    """The clipped-surrogate epochs of (SHAPO-)PPO-Lag (paper, Algorithm 4).
+
+    target_kl: KL early stopping as in OmniSafe 0.5 (docs/algorithms.md §6). None (default):
+      every epoch is applied. A number: after each epoch the mean KL(pi_old || pi_theta) over
+      the whole batch is measured; the epoch in which it first exceeds `target_kl` is kept and
+      the remaining epochs change nothing (masked, so vmapped members stop independently).
+    """
 
     clip: float = 0.2
     entropy_coef: float = 0.0
     update_epochs: int = 4
     num_minibatches: int = 8
+    target_kl: float | None = None
+
+    def __post_init__(self):
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"PpoSettings: target_kl must be None or > 0, got {self.target_kl!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticSettings:
+    """How one critic step treats the reward and the cost critic (docs/algorithms.md §8).
+
+    separate: False (default): one loss over both critics, one SAM perturbation normalised by
+      the norm of the gradient over both, and the optimiser's one global-norm clip over both
+      (`make_optimizer`). True (OmniSafe 0.5's practice): each critic gets its own SAM
+      perturbation of radius rho, normalised by its own loss gradient's norm, and its gradient
+      is clipped by its own global norm to `max_grad_norm`, then Adam steps both. The Adam
+      state is the same in both modes (`init_optimizer`, checkpoints).
+    max_grad_norm: the per-critic clip, required with `separate=True` (the trainer gives
+      `TrainConfig.max_grad_norm`, the value of the joint clip); not read otherwise.
+    """
+
+    separate: bool = False
+    max_grad_norm: float | None = None
+
+    def __post_init__(self):
+        if self.separate and (self.max_grad_norm is None or not math.isfinite(self.max_grad_norm)
+                              or self.max_grad_norm <= 0):
+            raise ValueError("CriticSettings: separate=True needs a finite max_grad_norm > 0, "
+                             f"got {self.max_grad_norm!r}")
 
 
 @dataclasses.dataclass(frozen=True)

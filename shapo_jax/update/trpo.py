@@ -30,10 +30,15 @@ from flax import struct
 from shapo_jax.policy import gaussian_kl, gaussian_log_prob
 from shapo_jax.sharpness import natural_step
 from shapo_jax.sharpness.tree_math import tree_add_scaled
-from shapo_jax.update.critic import critic_step
+from shapo_jax.update.critic import check_critic_state, critic_optimizer, critic_step
 from shapo_jax.update.learner import LearnerState, Networks, PolicyUpdate, UpdateBatch, minibatches
 from shapo_jax.update.losses import importance_surrogate
-from shapo_jax.update.settings import ShapoSettings, TrpoSettings, UpdateHyperparameters
+from shapo_jax.update.settings import (
+    CriticSettings,
+    ShapoSettings,
+    TrpoSettings,
+    UpdateHyperparameters,
+)
 from shapo_jax.update.shapo_step import (
     PolicyAux,
     fisher_subsample,
@@ -169,26 +174,33 @@ def make_trpo_update(
     *,
     trpo: TrpoSettings | None = None,
     shapo: ShapoSettings | None = None,
+    critic: CriticSettings | None = None,
 ) -> PolicyUpdate:
     """The (SHAPO-)TRPO-Lag update `update(learner, batch, key, hp) -> (learner, metrics)`:
     the policy step, then `trpo.critic_epochs` epochs of minibatch steps on the critics.
 
-    `optimizer` steps the critics; `shapo=None` is TRPO-Lag, otherwise SHAPO-TRPO-Lag with
-    radius `hp.shapo_radius` and SAM critics of radius `hp.critic_radius`. Metrics: the
-    policy step's, and the critic losses averaged over their minibatch steps.
+    `optimizer` (`make_optimizer`) steps the critics; `shapo=None` is TRPO-Lag, otherwise
+    SHAPO-TRPO-Lag with radius `hp.shapo_radius` and SAM critics of radius
+    `hp.critic_radius`; `critic`: joint (default) or per-critic SAM and clipping
+    (docs/algorithms.md §8). Metrics: the policy step's, and the critic losses averaged over
+    their minibatch steps.
     """
     trpo = TrpoSettings() if trpo is None else trpo
+    critic = CriticSettings() if critic is None else critic
+    critics_optimizer = critic_optimizer(optimizer, critic)
 
     def minibatch_step(carry, minibatch: UpdateBatch, hp: UpdateHyperparameters):
         params, opt_state = carry
         params, opt_state, metrics = critic_step(
-            params, opt_state, optimizer, networks, minibatch, hp.critic_radius,
-            sharpness_aware=shapo is not None,
+            params, opt_state, critics_optimizer, networks, minibatch, hp.critic_radius,
+            sharpness_aware=shapo is not None, separate=critic.separate,
         )
         return (params, opt_state), metrics
 
     def update(learner: LearnerState, batch: UpdateBatch, key: jax.Array,
                hp: UpdateHyperparameters) -> tuple[LearnerState, dict[str, jax.Array]]:
+        if critic.separate:
+            check_critic_state(critics_optimizer, learner.critic_opt_state, learner.critic_params)
         actor_params, actor_metrics = trpo_actor_step(
             learner.actor_params, networks, batch, hp.shapo_radius, trpo, shapo
         )
