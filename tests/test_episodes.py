@@ -240,3 +240,36 @@ def test_a_diverged_member_is_flagged_frozen_and_leaves_the_others_bit_for_bit()
         assert np.all(np.isfinite(np.asarray(leaf)))
     result = trainer.evaluate(broken_state, jax.random.PRNGKey(0))
     assert np.isnan(float(result.episode_return)) and np.isnan(float(result.episode_cost))
+
+
+def test_the_sweep_reports_diverged_runs_and_plots_leave_them_out(tmp_path, capsys):
+    from shapo_jax.experiments import read_table
+    from shapo_jax.experiments.cli import plot_main, sweep_main
+
+    out = tmp_path / "sweep"
+    argv = ["--algos", "shapo_ppo_lag", "--envs", "TinyHazardNav", "--actor-lr", "0.0003",
+            "10000", "--seeds", "2", "--total-steps", "3200", "--num-envs", "16",
+            "--set", "rollout_length=50", "--set", "log_every_steps=800",
+            "--set", "eval_every=2", "--set", "eval_envs=4", "--set", "update_epochs=1",
+            "--set", "num_minibatches=2", "--out", str(out)]
+    assert sweep_main(argv) == 0
+    captured = capsys.readouterr()
+    assert "diverged" in captured.err
+    result = __import__("json").loads(captured.out)
+    rows = read_table(out)
+    broken = {r["run_id"] for r in rows if r["actor_lr"] == 10000}
+    assert set(result["diverged_runs"]) == broken and len(broken) == 2
+    for row in rows:
+        if row["run_id"] in broken and row["diverged"] == 1.0:
+            for column in ("episode_cost", "cumulative_cost", "eval_cost", "episode_return"):
+                assert np.isnan(row[column]), (column, row[column])  # empty cells, never 0
+        if row["run_id"] not in broken:
+            assert row["diverged"] == 0.0 and np.isfinite(row["cumulative_cost"])
+    with pytest.warns(UserWarning, match="2 diverged run"):
+        assert plot_main([str(out), "--out", str(tmp_path / "figures"), "--formats", "png"]) == 0
+    import csv
+
+    with open(tmp_path / "figures" / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert [float(s["actor_lr"]) for s in summary] == [0.0003]  # the diverged setting is gone
+    assert summary[0]["seeds"] == "2" and summary[0]["env_steps"] == "3200"

@@ -14,8 +14,11 @@ import envs
 from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
 
 # lagrange_init 0.5: the cost advantage weighs in the Lagrangian advantage from the start.
+# Lockstep episodes: the three updates checked here must each hold whole 50-step episodes (with
+# random starts the first ones are cut short before the point reaches the hazard, and the
+# batches hold no cost for the diagnostics to weigh).
 SMALL = dict(env="TinyHazardNav", num_envs=32, rollout_length=50, num_minibatches=4,
-             update_epochs=2, cost_limit=2.0, lagrange_init=0.5)
+             update_epochs=2, cost_limit=2.0, lagrange_init=0.5, random_episode_start=False)
 UPDATES = 3
 DELTA = 0.02
 
@@ -147,8 +150,12 @@ def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
 @pytest.mark.parametrize("algo", ["ppo_lag", "shapo_ppo_lag"])
 def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
     env = envs.make("TinyHazardNav")
+    # Lockstep: the 50-step episodes then fill each 50-step rollout whole, the budget this
+    # test was sized for. With random starts every rollout cuts episodes in two, the hazard's
+    # cost reaches earlier steps only through the cost critic, and at this budget the cost is
+    # still falling (training cost 5-7 against 2-8 over seeds 1-3, `make_train` defaults).
     config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=256, rollout_length=50,
-                         cost_limit=2.0, seed=0)
+                         cost_limit=2.0, seed=0, random_episode_start=False)
     trainer = make_train(config, env)
     state = trainer.init(jax.random.PRNGKey(0))
     state, metrics = jax.jit(trainer.run, static_argnums=1)(state, 30)  # 384k steps

@@ -8,6 +8,7 @@ and a per-critic SAM / clip / Adam step written out by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -23,6 +24,7 @@ from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.update import (
     CriticSettings,
     PpoSettings,
+    ShapoSettings,
     TrpoSettings,
     UpdateHyperparameters,
     critic_gradient,
@@ -45,7 +47,7 @@ RNG = np.random.default_rng()
 MAX_GRAD_NORM = 40.0
 EPOCHS = 4
 CONFIG = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=16, rollout_length=16,
-                     num_minibatches=4, update_epochs=EPOCHS, hidden_sizes=(32, 32),
+                     num_minibatches=4, update_epochs=EPOCHS, hidden_sizes=(16,),
                      max_grad_norm=MAX_GRAD_NORM)
 HP = UpdateHyperparameters(shapo_radius=jnp.float32(0.0), critic_radius=jnp.float32(0.0))
 
@@ -478,9 +480,11 @@ def test_separate_state_is_the_default_state():
 
 @pytest.mark.parametrize("algo", ["ppo", "trpo"])
 def test_updates_pass_the_critic_settings_through(algo):
-    """One epoch of one minibatch: the critics move as one separate critic step on the
-    shuffled batch, not as a joint one; a state of another optimiser is refused."""
+    """One epoch of one minibatch of SHAPO (critics with SAM): the critics move as one separate
+    critic step on the shuffled batch, not as a joint one; another optimiser's state is
+    refused."""
     seed = fresh_seed()
+    hp = UpdateHyperparameters(shapo_radius=jnp.float32(0.0), critic_radius=jnp.float32(0.1))
     learner, batch = random_learner_and_batch(seed)
     max_norm = 0.05  # below both critics' gradient norms: both are clipped
     learner = learner.replace(critic_opt_state=warm_state(
@@ -490,21 +494,58 @@ def test_updates_pass_the_critic_settings_through(algo):
     networks, optimizer = trainer().networks, trainer().optimizer
     settings = CriticSettings(separate=True, max_grad_norm=max_norm)
     if algo == "ppo":
-        update = make_ppo_update(networks, optimizer, critic=settings,
+        update = make_ppo_update(networks, optimizer, critic=settings, shapo=ShapoSettings(),
                                  ppo=PpoSettings(update_epochs=1, num_minibatches=1))
     else:
-        update = make_trpo_update(networks, optimizer, critic=settings,
+        update = make_trpo_update(networks, optimizer, critic=settings, shapo=ShapoSettings(),
                                   trpo=TrpoSettings(critic_epochs=1, num_minibatches=1))
-    got, _ = jax.jit(update)(learner, batch, key, HP)
+    got, _ = jax.jit(update)(learner, batch, key, hp)
     shuffled = jax.tree_util.tree_map(lambda x: x[0],
                                       minibatches(batch, jax.random.split(key, 1)[0], 1))
-    args = (learner.critic_params, learner.critic_opt_state, shuffled, HP.critic_radius,
+    args = (learner.critic_params, learner.critic_opt_state, shuffled, hp.critic_radius,
             jnp.float32(max_norm))
-    separate, _, _ = jitted_critic_step(False, True)(*args)
-    joint, _, _ = jitted_critic_step(False)(*args)
+    separate, _, _ = jitted_critic_step(True, True)(*args)
+    joint, _, _ = jitted_critic_step(True)(*args)
     assert np.abs(flat(separate) - flat(joint)).max() > 10 * 1e-6, f"seed {seed}"
     np.testing.assert_allclose(flat(got.critic_params), flat(separate), rtol=1e-5, atol=1e-6,
                                err_msg=f"seed {seed}")
     wrong = learner.replace(critic_opt_state=optax.adam(1e-3).init(learner.critic_params))
     with pytest.raises(ValueError, match="separate critics"):
-        jax.eval_shape(update, wrong, batch, key, HP)
+        jax.eval_shape(update, wrong, batch, key, hp)
+
+
+# ----- the options through the trainer and the omnisafe preset --------------------------
+
+def test_linear_actor_learning_rate_decay_follows_the_closed_form():
+    from shapo_jax.training import TrainConfig, make_train
+
+    rng = np.random.default_rng()
+    lr = float(rng.uniform(1e-4, 1e-3))
+    config = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=8, rollout_length=10,
+                         num_minibatches=2, update_epochs=1, actor_lr=lr, total_steps=400,
+                         actor_lr_schedule="linear")
+    trainer = make_train(config, envs.make("TinyHazardNav"))
+    assert config.num_updates == 5
+    state = trainer.init(jax.random.PRNGKey(int(rng.integers(1 << 30))))
+    _, metrics = jax.jit(lambda s: trainer.run(s, config.num_updates))(state)
+    want = lr * (1.0 - np.arange(config.num_updates) / config.num_updates)  # OmniSafe's LinearLR
+    np.testing.assert_allclose(np.asarray(metrics["actor_learning_rate"]), want, rtol=1e-6)
+    constant = make_train(dataclasses.replace(config, actor_lr_schedule="constant"),
+                          envs.make("TinyHazardNav"))
+    _, metrics = jax.jit(lambda s: constant.run(s, 3))(constant.init(jax.random.PRNGKey(0)))
+    np.testing.assert_allclose(np.asarray(metrics["actor_learning_rate"]), lr, rtol=1e-6)
+
+
+def test_omnisafe_preset_sets_their_batch_and_flags_override_it():
+    from shapo_jax.training.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--preset", "omnisafe", "--algo", "ppo_lag"])
+    config = config_from_args(args)
+    assert (config.batch_size, config.minibatch_size, config.update_epochs) == (20480, 64, 40)
+    assert config.target_kl == 0.02 and config.separate_critics
+    assert config.actor_lr_schedule == "linear"
+    trpo = config_from_args(build_parser().parse_args(
+        ["--preset", "omnisafe", "--algo", "trpo_lag", "--set", "critic_epochs=3"]))
+    assert trpo.minibatch_size == 128 and trpo.fisher_fraction == 1.0
+    assert trpo.critic_epochs == 3  # --set wins over the preset
+    assert trpo.trpo_settings().trust_region == 0.01

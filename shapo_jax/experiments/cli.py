@@ -28,6 +28,7 @@ from shapo_jax.training.cli import (
 from shapo_jax.training.config import ALGORITHMS
 from shapo_jax.training.devices import use_cpu_devices
 from shapo_jax.training.hyperparameters import TRACED_SETTINGS
+from shapo_jax.training.presets import PRESETS
 
 GRID_FLAGS = tuple(s.name for s in TRACED_SETTINGS)  # one grid axis per traced setting
 
@@ -46,6 +47,9 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="base seed (with --seeds; default 0)")
     parser.add_argument("--total-steps", type=int, help="environment steps per run")
     parser.add_argument("--num-envs", type=int, help="parallel environments per run")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="a named bundle of settings per algorithm family, under --set "
+                             "(omnisafe: OmniSafe 0.5's PPOLag/TRPOLag; training.presets)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="override a TrainConfig field for every run, repeatable")
     add_env_option_argument(parser)
@@ -97,6 +101,8 @@ def spec_from_args(args: argparse.Namespace):
                                                        args.env_option)
     if args.max_group_size is not None:
         data["max_group_size"] = args.max_group_size
+    if args.preset is not None:
+        data["preset"] = args.preset
     if not data.get("algos") or not data.get("envs"):
         raise ValueError("give --algos and --envs (or a --config file naming them)")
     return SweepSpec.from_dict(data)

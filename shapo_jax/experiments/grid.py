@@ -20,6 +20,7 @@ from typing import Any
 
 from shapo_jax.training.config import ALGORITHMS, TrainConfig
 from shapo_jax.training.hyperparameters import TRACED_NAMES, TRACED_SETTINGS
+from shapo_jax.training.presets import preset_overrides
 
 HP_FIELDS: tuple[str, ...] = TRACED_NAMES
 _DEFAULTS = TrainConfig()
@@ -43,6 +44,7 @@ class SweepSpec:
     set: dict[str, Any] = dataclasses.field(default_factory=dict)
     env_set: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     max_group_size: int | None = None
+    preset: str | None = None  # training.presets, per algorithm family, under `set`
 
     def __post_init__(self) -> None:
         if not self.algos or not self.envs:
@@ -59,6 +61,8 @@ class SweepSpec:
                 raise ValueError(f"grid field {name!r} has no values")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {list(self.seeds)}")
+        if self.preset is not None:
+            preset_overrides(self.preset, "ppo_lag")  # a clear error for an unknown name
         if self.max_group_size is not None and self.max_group_size < 1:
             raise ValueError(f"max_group_size must be >= 1, got {self.max_group_size}")
         for field in ("algo", "env", "seed", "num_seeds"):
@@ -70,13 +74,14 @@ class SweepSpec:
         return {"algos": list(self.algos), "envs": list(self.envs),
                 "grid": {k: list(v) for k, v in self.grid.items()}, "seeds": list(self.seeds),
                 "set": dict(self.set), "env_set": {k: dict(v) for k, v in self.env_set.items()},
-                "max_group_size": self.max_group_size}
+                "max_group_size": self.max_group_size, "preset": self.preset}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
         """Read a spec; `seeds` may be a count N (seeds base..base+N-1, base = `seed`) or a list."""
         data = dict(data)
-        allowed = {"algos", "envs", "grid", "seeds", "seed", "set", "env_set", "max_group_size"}
+        allowed = {"algos", "envs", "grid", "seeds", "seed", "set", "env_set", "max_group_size",
+                   "preset"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ValueError(f"unknown sweep key(s) {unknown}; valid: {sorted(allowed)}")
@@ -91,6 +96,7 @@ class SweepSpec:
             set=dict(data.get("set", {})),
             env_set={k: dict(v) for k, v in data.get("env_set", {}).items()},
             max_group_size=data.get("max_group_size"),
+            preset=data.get("preset"),
         )
 
     @classmethod
@@ -154,7 +160,8 @@ def expand_grid(spec: SweepSpec) -> list[Member]:
     ignored: dict[str, list[str]] = {}
     for env in spec.envs:
         for algo in spec.algos:
-            base = {**spec.set, **spec.env_set.get(env, {}), "algo": algo, "env": env}
+            preset = preset_overrides(spec.preset, algo) if spec.preset else {}
+            base = {**preset, **spec.set, **spec.env_set.get(env, {}), "algo": algo, "env": env}
             full = TrainConfig.from_dict(base)  # validates the static fields and set values
             static = static_config(base)
             axes = []

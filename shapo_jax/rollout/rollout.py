@@ -155,9 +155,9 @@ def rollout(
         next_state = jax.lax.cond(across_members(finished), reset, lambda s: s, next_state)
         return (next_state, tracker, unused & ~finished), transition
 
-    pool_key, key = jax.random.split(key)
-    pool = reset_batch(env, pool_key, num_envs) if reset_pool else None
     keys = jax.random.split(key, num_steps)
+    # The pool's key is folded from the rollout's, apart from the steps' keys.
+    pool = reset_batch(env, jax.random.fold_in(key, num_steps), num_envs) if reset_pool else None
     carry = (env_state, start_rollout(tracker), jnp.ones((num_envs,), bool))
     (env_state, tracker, _), transitions = jax.lax.scan(one_step, carry, keys)
     return env_state, tracker, transitions

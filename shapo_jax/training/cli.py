@@ -21,6 +21,7 @@ from typing import Any
 from shapo_jax.training.config import ALGORITHMS, TrainConfig
 from shapo_jax.training.devices import use_cpu_devices
 from shapo_jax.training.hyperparameters import TRACED_SETTINGS
+from shapo_jax.training.presets import PRESETS, preset_overrides
 
 CLI_FIELDS = {  # flag -> config field; every traced setting has a flag of its name too
     "env": "env", "algo": "algo", "total_steps": "total_steps", "num_envs": "num_envs",
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         bound = "> 0" if setting.positive else ">= 0"
         parser.add_argument(setting.flag, type=float, metavar="V",
                             help=f"{setting.help} ({bound}; default {setting.default:g})")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a named bundle of settings (flags and --set override "
+                             "it): omnisafe = OmniSafe 0.5's PPOLag/TRPOLag (training.presets)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field (JSON value), repeatable")
     add_env_option_argument(parser)
@@ -88,8 +92,11 @@ def parse_override_value(text: str) -> Any:
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults (or `base`), then the named flags, then --set FIELD=VALUE overrides."""
+    """Defaults (or `base`), then the preset, the named flags, then --set FIELD=VALUE."""
     data = dict(base or {})
+    if getattr(args, "preset", None):
+        algo = args.algo or data.get("algo") or TrainConfig().algo
+        data.update(preset_overrides(args.preset, algo))
     for flag, field in CLI_FIELDS.items():
         value = getattr(args, flag)
         if value is not None:

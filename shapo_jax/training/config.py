@@ -19,6 +19,7 @@ from shapo_jax.training.hyperparameters import (
 )
 from shapo_jax.update.settings import (
     DEFAULT_CG_DAMPING,
+    CriticSettings,
     PpoSettings,
     ShapoSettings,
     TrpoSettings,
@@ -26,6 +27,7 @@ from shapo_jax.update.settings import (
 
 ALGORITHMS = ("ppo_lag", "shapo_ppo_lag", "trpo_lag", "shapo_trpo_lag")
 LAGRANGE_METHODS = ("adam", "pid")
+ACTOR_LR_SCHEDULES = ("constant", "linear")
 DELTA_SCHEDULES = ("constant", "quantile_total", "quantile_batch")
 # What the multiplier sees as the episode cost (docs/algorithms.md §10): "recent_episodes" the
 # mean cost of the full episodes completed in the latest update (over the last `episode_window`
@@ -63,6 +65,11 @@ class TrainConfig(TracedDefaults):
     clip: float = 0.2
     entropy_coef: float = 0.0
     max_grad_norm: float = 40.0
+    # OmniSafe 0.5's practice (docs/algorithms.md §6, §8): PPO's KL early stop (None: off),
+    # the actor's learning rate decayed linearly to 0 over the run, per-critic SAM and clipping
+    target_kl: float | None = None
+    actor_lr_schedule: str = "constant"
+    separate_critics: bool = False
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     init_log_std: float = -0.5
@@ -175,6 +182,14 @@ class TrainConfig(TracedDefaults):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 fail(f"{name}={value!r}; must be a finite number >= 0")
+        if self.actor_lr_schedule not in ACTOR_LR_SCHEDULES:
+            fail(f"actor_lr_schedule={self.actor_lr_schedule!r}; valid: {ACTOR_LR_SCHEDULES}")
+        if self.target_kl is not None and not (
+                isinstance(self.target_kl, int | float) and not isinstance(self.target_kl, bool)
+                and math.isfinite(self.target_kl) and self.target_kl > 0):
+            fail(f"target_kl={self.target_kl!r}; must be null (off) or a finite number > 0")
+        if not isinstance(self.separate_critics, bool):
+            fail(f"separate_critics={self.separate_critics!r}; must be true or false")
         positive = ("clip", "max_grad_norm", "trust_region")
         for name in positive:
             value = getattr(self, name)
@@ -216,7 +231,10 @@ class TrainConfig(TracedDefaults):
     def ppo_settings(self) -> PpoSettings:
         return PpoSettings(clip=self.clip, entropy_coef=self.entropy_coef,
                            update_epochs=self.update_epochs,
-                           num_minibatches=self.num_minibatches)
+                           num_minibatches=self.num_minibatches, target_kl=self.target_kl)
+
+    def critic_settings(self) -> CriticSettings:
+        return CriticSettings(separate=self.separate_critics, max_grad_norm=self.max_grad_norm)
 
     def trpo_settings(self) -> TrpoSettings:
         return TrpoSettings(

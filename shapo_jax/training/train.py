@@ -240,8 +240,14 @@ class Trainer:
         samples_seen = state.samples_seen + cfg.batch_size
         n_for_delta = samples_seen if cfg.delta_schedule != "quantile_batch" else cfg.batch_size
         radius = _delta_schedule(cfg, hp)(jnp.asarray(n_for_delta, jnp.float32))
+        learner = state.learner
+        if cfg.actor_lr_schedule == "linear":  # OmniSafe's LinearLR: lr (1 - k / updates)
+            fraction = 1.0 - state.update_step.astype(jnp.float32) / cfg.num_updates
+            learner = learner.replace(actor_opt_state=optax.tree_utils.tree_set(
+                learner.actor_opt_state, learning_rate=hp.actor_lr * fraction))
+        learner_before = learner
         learner, update_metrics = self.policy_update(
-            state.learner, batch, update_key,
+            learner, batch, update_key,
             UpdateHyperparameters(shapo_radius=radius, critic_radius=hp.rho_critic),
         )
 
@@ -273,6 +279,8 @@ class Trainer:
             "episode_cost_estimate": episode_cost_estimate,
             "lagrange_multiplier": multiplier,
             "shapo_radius": radius,
+            "actor_learning_rate": optax.tree_utils.tree_get(learner_before.actor_opt_state,
+                                                             "learning_rate"),
             "policy_kl": policy_kl,
             "policy_std": jnp.exp(new_log_std).mean(),
             **update_metrics,
@@ -386,6 +394,6 @@ def make_policy_update(
     """The update of `config.algo`: `make_trpo_update` or `make_ppo_update`, SHAPO or plain."""
     if config.uses_trpo:
         return make_trpo_update(networks, optimizer, trpo=config.trpo_settings(),
-                                shapo=config.shapo_settings())
+                                shapo=config.shapo_settings(), critic=config.critic_settings())
     return make_ppo_update(networks, optimizer, ppo=config.ppo_settings(),
-                           shapo=config.shapo_settings())
+                           shapo=config.shapo_settings(), critic=config.critic_settings())

@@ -71,7 +71,7 @@ def make_optimizer(
     The clip is over the whole parameter tree, or with `per_critic` over each top-level entry
     on its own (`clip_each_by_global_norm`); the state's structure is the same either way.
     """
-    clip = optax.clip_by_global_norm
+    clip = clip_each_by_global_norm if per_critic else optax.clip_by_global_norm
     return optax.chain(
         clip(max_grad_norm),
         optax.inject_hyperparams(optax.adam)(learning_rate=1.0),
