@@ -5,10 +5,12 @@ Auto-reset gives every env whose episode ended a fresh initial state (a fresh la
 transition keeps the true next observation (before the reset) so that a truncated episode can
 still be bootstrapped. The fresh states come from a batch of reset states drawn once per
 rollout from an explicit key, one per env: with desynchronised episodes some env finishes on
-almost every step, and resetting the whole batch on each of those steps would double a
-navigation rollout's cost. An env that finishes twice in one rollout (episodes shorter than
-the rollout) gets a newly drawn state the second time. With `action_repeat` > 1 each action is
-applied several times and rewards and costs are summed over the repeats.
+almost every step of a large batch, and resetting the whole batch on each of those steps
+would add about 40% to a navigation rollout (a reset costs 0.35-0.43 of a step on
+SafetyPointGoal1; the pool adds about 1%: BENCHMARKS.md, scripts/bench_rollout.py). An env
+that finishes twice in one rollout (episodes shorter than the rollout) gets a newly drawn
+state the second time. With `action_repeat` > 1 each action is applied several times and
+rewards and costs are summed over the repeats.
 """
 
 from __future__ import annotations

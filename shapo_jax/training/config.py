@@ -18,7 +18,6 @@ from shapo_jax.training.hyperparameters import (
     TracedDefaults,
 )
 from shapo_jax.update.settings import (
-    DEFAULT_CG_DAMPING,
     CriticSettings,
     PpoSettings,
     ShapoSettings,
@@ -45,7 +44,8 @@ RENAMED_FIELDS = {"cg_iters": "shapo_cg_iters", "cg_damping": "shapo_cg_damping"
 class TrainConfig(TracedDefaults):
     """Every setting of a run. The traced ones (delta_down, rho_critic, cost_limit, actor_lr,
     critic_lr, lagrange_lr) are inherited from `TracedDefaults` (see `TRACED_SETTINGS`); the
-    others fix the compiled program (shapes, algorithm, loop lengths, constants)."""
+    others fix the compiled program (shapes, algorithm, loop lengths, constants). The learners'
+    defaults are those of their settings groups (`PpoSettings`, `TrpoSettings`, `ShapoSettings`)."""
 
     env: str = "SafetyPointGoal1"
     # keyword overrides of envs.make(env, ...), e.g. {"solver": "cg", "jacobian": "sparse"};
@@ -56,18 +56,18 @@ class TrainConfig(TracedDefaults):
     num_envs: int = 1024
     rollout_length: int = 32
     action_repeat: int = 1
-    update_epochs: int = 4
-    num_minibatches: int = 8
+    update_epochs: int = PpoSettings.update_epochs
+    num_minibatches: int = PpoSettings.num_minibatches
     gamma: float = 0.99
     gae_lambda: float = 0.95
     cost_gamma: float = 0.99
     cost_gae_lambda: float = 0.95
-    clip: float = 0.2
-    entropy_coef: float = 0.0
+    clip: float = PpoSettings.clip
+    entropy_coef: float = PpoSettings.entropy_coef
     max_grad_norm: float = 40.0
     # OmniSafe 0.5's practice (docs/algorithms.md §6, §8): PPO's KL early stop (None: off),
     # the actor's learning rate decayed linearly to 0 over the run, per-critic SAM and clipping
-    target_kl: float | None = None
+    target_kl: float | None = PpoSettings.target_kl
     actor_lr_schedule: str = "constant"
     separate_critics: bool = False
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -90,18 +90,18 @@ class TrainConfig(TracedDefaults):
     # far / in this batch, so delta_down is a scale there: 1.0 gives the paper's schedule.
     delta_schedule: str = "constant"
     pessimism_alpha: float = 0.05
-    shapo_cg_iters: int = 10
-    shapo_cg_damping: float = DEFAULT_CG_DAMPING
+    shapo_cg_iters: int = ShapoSettings.cg_iters
+    shapo_cg_damping: float = ShapoSettings.cg_damping
     # the share of a (mini)batch's states the Fisher is averaged over (docs/algorithms.md §5);
     # SHAPO's perturbation and TRPO's natural step use the same one
-    fisher_fraction: float = 0.25
+    fisher_fraction: float = ShapoSettings.fisher_fraction
     # TRPO (paper, Algorithm 3)
-    trust_region: float = 0.01
-    trpo_cg_iters: int = 15
-    trpo_cg_damping: float = DEFAULT_CG_DAMPING
-    line_search_steps: int = 15
-    line_search_decay: float = 0.8
-    critic_epochs: int = 4
+    trust_region: float = TrpoSettings.trust_region
+    trpo_cg_iters: int = TrpoSettings.cg_iters
+    trpo_cg_damping: float = TrpoSettings.cg_damping
+    line_search_steps: int = TrpoSettings.line_search_steps
+    line_search_decay: float = TrpoSettings.line_search_decay
+    critic_epochs: int = TrpoSettings.critic_epochs
     # bookkeeping
     seed: int = 0
     num_seeds: int = 1

@@ -134,10 +134,16 @@ class Runner:
         done_now = done - self._first_update
         remaining = wall / done_now * (cfg.num_updates - done) if done_now else 0.0
         # Episode return and cost appear once full episodes finish (after one episode length
-        # per env); "est" is the cost the multiplier saw (the rate x episode length before).
+        # per env); before, "rate" (reward per step x episode length) shows the trend; "est"
+        # is the cost the multiplier saw (the rate x episode length until episodes finish).
         diverged = diverged_seeds(records)
+        length = self.env.episode_length
+        rate_return = [r["reward_rate"] * length for r in records
+                       if r.get("reward_rate") is not None]
+        est_return = f"{np.mean(rate_return):7.2f}" if rate_return else "-".rjust(7)
         self.log(f"[{done:>5}/{cfg.num_updates}] steps {env_steps:>11,} | "
-                 f"return {mean('episode_return', 8, 2)} | cost {mean('episode_cost', 7, 2)} "
+                 f"return {mean('episode_return', 8, 2)} (rate {est_return}) | "
+                 f"cost {mean('episode_cost', 7, 2)} "
                  f"(est {mean('episode_cost_estimate', 7, 2)}) | "
                  f"lambda {mean('lagrange_multiplier', 6, 3)} | {sps:10,.0f} steps/s | "
                  f"eta {remaining:5.0f}s"

@@ -275,6 +275,7 @@ class Trainer:
             "episode_length": episodes.episode_length,
             "episodes_completed": latest.episodes_completed,
             "cost_rate": cost_rate,
+            "reward_rate": traj.reward.mean() / cfg.action_repeat,  # reward per env step
             "cumulative_cost": new_state.cumulative_cost,
             "episode_cost_estimate": episode_cost_estimate,
             "lagrange_multiplier": multiplier,
