@@ -161,8 +161,7 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
             on_chunk(group, done, rows)
     env_steps = done * config.env_steps_per_update
     manifest.mark_complete([
-        {"run_id": m.run_id, "group_id": m.group_id, "env_steps": env_steps,
-         "diverged": m.run_id in flagged} for m in members
+        {"run_id": m.run_id, "group_id": m.group_id, "env_steps": env_steps} for m in members
     ])
     if progress is not None:
         progress.update(runs=len(members), label=f"{group.label} done")

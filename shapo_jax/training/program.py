@@ -64,7 +64,6 @@ class Chunk:
     state: TrainState
     metrics: dict[str, np.ndarray]
     seconds: float
-    evaluated: bool
 
 
 class TrainingProgram:
@@ -78,6 +77,7 @@ class TrainingProgram:
         self._init = jax.vmap(self.trainer.init)
         self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate))
         self._jitted_init: dict[int, Any] = {}
+        self._layouts: dict[int, tuple[TrainState, TrainState]] = {}
         self._compiled: dict[tuple[int, int], Any] = {}
         self.compile_seconds = 0.0
 
@@ -92,16 +92,21 @@ class TrainingProgram:
 
     def abstract_state(self, num_members: int, hp: Hyperparameters) -> TrainState:
         """Shapes, dtypes and shardings of the members' state (what a checkpoint restores)."""
-        keys = jnp.stack([member_key(0)] * num_members)
-        shape = jax.eval_shape(self._init, keys, hp)
+        shape, shardings = self._layout(num_members, hp)
         return jax.tree_util.tree_map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            shape, self.shardings(num_members, hp),
-        )
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shape, shardings)
 
     def shardings(self, num_members: int, hp: Hyperparameters) -> TrainState:
-        keys = jnp.stack([member_key(0)] * num_members)
-        return state_sharding(jax.eval_shape(self._init, keys, hp), self.mesh, leading_axes=1)
+        return self._layout(num_members, hp)[1]
+
+    def _layout(self, num_members: int, hp: Hyperparameters) -> tuple[TrainState, TrainState]:
+        """(abstract state, shardings) for this many members, traced once per count."""
+        if num_members not in self._layouts:
+            keys = jnp.stack([member_key(0)] * num_members)
+            shape = jax.eval_shape(self._init, keys, hp)
+            self._layouts[num_members] = (
+                shape, state_sharding(shape, self.mesh, leading_axes=1))
+        return self._layouts[num_members]
 
     def init(self, seeds: Sequence[int], hp: Hyperparameters) -> TrainState:
         """The members' initial state, sharded (member i has seed seeds[i], settings hp[i])."""
@@ -159,12 +164,10 @@ class TrainingProgram:
             done += count
             log_index += 1
             last = {key: np.asarray(value) for key, value in last.items()}
-            evaluated = log_index % cfg.eval_every == 0 or done == cfg.num_updates
-            if evaluated:
+            if log_index % cfg.eval_every == 0 or done == cfg.num_updates:
                 last.update(self.evaluate(state, seeds, done))
             yield Chunk(updates_done=done, env_steps=done * cfg.env_steps_per_update,
-                        updates=count, state=state, metrics=last, seconds=seconds,
-                        evaluated=evaluated)
+                        updates=count, state=state, metrics=last, seconds=seconds)
 
 
 _PROGRAMS: dict[tuple[TrainConfig, tuple[int, ...]], TrainingProgram] = {}
