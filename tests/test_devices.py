@@ -8,7 +8,9 @@ import pytest
 
 from shapo_jax.training.devices import (
     HOST_DEVICE_FLAG,
-    cpu_batch_warning,
+    auto_cpu_devices,
+    env_pieces,
+    lapack_batch_limit,
     needs_lapack,
     use_cpu_devices,
 )
@@ -61,32 +63,45 @@ class _Env:
             self.mj_model = _Model(nv)
 
 
-def test_cpu_batch_warning_threshold_matches_the_lapack_inline_rule() -> None:
-    """The largest safe batch is the largest b with b * (nv^3 // 3) < 200,000 (brute force)."""
+def test_lapack_batch_limit_matches_the_inline_rule() -> None:
+    """The limit is the largest b with b * (nv^3 // 3) < 200,000 (brute force), on a CPU only."""
     for nv in np.random.default_rng().choice(np.arange(2, 60), 6, replace=False).tolist():
         cost = max(nv**3 // 3, 1)
-        largest = max((b for b in range(1, 200_001) if b * cost < 200_000), default=0)
+        largest = max((b for b in range(1, 200_001) if b * cost < 200_000), default=1)
         for wrapped in (False, True):
             env = _Env(nv, wrapped)
-            if largest:
-                assert cpu_batch_warning(env, largest, "cpu") is None
-            message = cpu_batch_warning(env, largest + 1, "cpu")
-            assert message is not None
-            assert f"nv={nv}" in message and f"keep <= {largest} per device" in message
-            assert cpu_batch_warning(env, largest + 1, "gpu") is None
+            assert lapack_batch_limit(env, "cpu") == largest
+            assert lapack_batch_limit(env, "gpu") is None
+    assert lapack_batch_limit(_Env(None), "cpu") is None
 
 
-def test_cpu_batch_warning_on_registered_tasks() -> None:
+def test_env_pieces_is_the_fewest_equal_pieces_under_the_limit() -> None:
+    """Brute force over random batches: the pieces divide a device's envs, every batched call
+    (members x piece) is within the limit, and no fewer pieces would be."""
+    rng = np.random.default_rng()
+    for _ in range(200):
+        devices = int(rng.integers(1, 9))
+        num_envs = devices * int(rng.integers(1, 700))
+        members, limit = int(rng.integers(1, 9)), int(rng.integers(1, 900))
+        per_device = num_envs // devices
+        if members > limit:
+            with pytest.raises(ValueError, match=f"{members} members .* {limit} envs"):
+                env_pieces(num_envs, devices, members, limit)
+            continue
+        k = env_pieces(num_envs, devices, members, limit)
+        assert per_device % k == 0 and members * per_device // k <= limit
+        assert all(per_device % j or members * per_device // j > limit for j in range(1, k))
+        assert env_pieces(num_envs, devices, members, None) == 1
+
+
+def test_lapack_batch_limit_of_registered_tasks() -> None:
     import envs
 
     goal = envs.make("SafetyPointGoal1")
     nv = 3 + 6  # the Point's slide x, slide y and yaw hinge, plus the vase's free joint
-    assert cpu_batch_warning(goal, 512, "cpu") is None
-    warning = cpu_batch_warning(goal, 1024, "cpu")
-    assert warning is not None and f"nv={nv}" in warning and "--cpu-devices 2" in warning
-    assert cpu_batch_warning(envs.make("TinyHazardNav"), 10**6, "cpu") is None
-    assert cpu_batch_warning(_Env(None), 10**6, "cpu") is None
-    assert "--env-option solver=cg --env-option jacobian=sparse" in warning
+    assert lapack_batch_limit(goal, "cpu") == (200_000 - 1) // (nv**3 // 3) == 823
+    assert env_pieces(1024, 1, 2, 823) == 4  # the issue's 2 seeds x 1024 envs, one device
+    assert lapack_batch_limit(envs.make("TinyHazardNav"), "cpu") is None
 
 
 def test_lapack_free_physics_has_no_batch_limit() -> None:
@@ -97,13 +112,13 @@ def test_lapack_free_physics_has_no_batch_limit() -> None:
 
     free = envs.make("SafetyPointGoal1", solver="cg", jacobian="sparse")
     assert not needs_lapack(free.env.mj_model)
-    assert cpu_batch_warning(free, 10**6, "cpu") is None
+    assert lapack_batch_limit(free, "cpu") is None
     # jacobian "auto" is sparse from nv = 60 on: PointGoal2 (nv 63) needs only solver="cg".
     goal2 = envs.make("SafetyPointGoal2", solver="cg")
-    assert goal2.env.mj_model.nv >= 60 and cpu_batch_warning(goal2, 10**6, "cpu") is None
-    assert cpu_batch_warning(envs.make("SafetyPointGoal2"), 3, "cpu") is not None
+    assert goal2.env.mj_model.nv >= 60 and lapack_batch_limit(goal2, "cpu") is None
+    assert lapack_batch_limit(envs.make("SafetyPointGoal2"), "cpu") == 2
     # Below nv = 60 "auto" is dense: CG alone still factorises the mass matrix.
-    assert cpu_batch_warning(envs.make("SafetyPointGoal1", solver="cg"), 10**3, "cpu")
+    assert lapack_batch_limit(envs.make("SafetyPointGoal1", solver="cg"), "cpu") == 823
     for change in ({"solver": "newton"}, {"jacobian": "dense"}, {"integrator": "implicit"}):
         model = free.env.mj_model
         kept = (model.opt.solver, model.opt.jacobian, model.opt.integrator)
@@ -117,3 +132,14 @@ def test_lapack_free_physics_has_no_batch_limit() -> None:
             assert needs_lapack(model), change
         finally:
             model.opt.solver, model.opt.jacobian, model.opt.integrator = kept
+
+
+def test_auto_cpu_devices_is_the_largest_split_that_divides_every_batch() -> None:
+    rng = np.random.default_rng()
+    for _ in range(100):
+        cores = int(rng.integers(1, 17))
+        batches = rng.integers(1, 4097, size=int(rng.integers(1, 4))).tolist()
+        count = auto_cpu_devices(batches, cores)
+        assert 1 <= count <= cores and all(b % count == 0 for b in batches)
+        assert not any(all(b % d == 0 for b in batches) for d in range(count + 1, cores + 1))
+    assert auto_cpu_devices([1024], 2) == 2 and auto_cpu_devices([1023], 2) == 1

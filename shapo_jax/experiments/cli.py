@@ -21,12 +21,16 @@ from typing import Any
 
 from shapo_jax.training.cli import (
     add_cpu_devices_argument,
+    add_distributed_arguments,
     add_env_option_argument,
+    apply_cpu_devices,
+    distributed_options,
     merge_env_options,
     parse_override_value,
+    stall_timeout,
+    start_distributed,
 )
 from shapo_jax.training.config import ALGORITHMS
-from shapo_jax.training.devices import use_cpu_devices
 from shapo_jax.training.hyperparameters import TRACED_SETTINGS
 from shapo_jax.training.presets import PRESETS
 
@@ -56,8 +60,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-group-size", type=int,
                         help="at most this many runs per compiled program (memory)")
     parser.add_argument("--out", default="runs/sweep", help="sweep directory")
-    parser.add_argument("--distributed", action="store_true",
-                        help="jax.distributed.initialize() first; each host runs its share")
+    add_distributed_arguments(parser, "let each process run its share of the groups")
     add_cpu_devices_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,6 +123,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
 
     try:
         spec = spec_from_args(args)
+        distributed = distributed_options(args)
+        timeout = stall_timeout(args)
         groups = group_members(expand_grid(spec), spec.max_group_size)
         import envs
 
@@ -132,19 +137,20 @@ def sweep_main(argv: list[str] | None = None) -> int:
             print(f"{group.group_id}: {group.label}, {group.config.num_updates} updates of "
                   f"{group.config.env_steps_per_update} env steps")
         return 0
-    import jax
-
-    if args.cpu_devices is not None:
+    try:
+        apply_cpu_devices(args.cpu_devices, [group.config.num_envs for group in groups])
+    except (ValueError, RuntimeError) as error:
+        _fail("shapo-sweep", str(error))
+    if distributed is not None:
         try:
-            use_cpu_devices(args.cpu_devices)
-        except (ValueError, RuntimeError) as error:
+            start_distributed(distributed)
+        except ValueError as error:
             _fail("shapo-sweep", str(error))
-    if args.distributed:
-        jax.distributed.initialize()
     from shapo_jax.experiments.sweep import run_sweep
 
     try:
-        result = run_sweep(spec, args.out, progress=None if args.quiet else sys.stderr)
+        result = run_sweep(spec, args.out, progress=None if args.quiet else sys.stderr,
+                           stall_timeout=timeout)
     except ValueError as error:
         _fail("shapo-sweep", str(error))
     print(json.dumps({"out": str(result.out), "table": str(result.table),

@@ -46,6 +46,7 @@ from shapo_jax.training.config import TrainConfig
 from shapo_jax.training.devices import make_mesh
 from shapo_jax.training.hyperparameters import Hyperparameters
 from shapo_jax.training.program import member_hyperparameters, program_for
+from shapo_jax.training.watchdog import Watchdog
 
 
 def group_hyperparameters(members: tuple[Member, ...] | list[Member]) -> Hyperparameters:
@@ -133,7 +134,7 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
     and marking the runs complete at the end."""
     config = group.config
     program = program_for(config, mesh)
-    advice = program.batch_warning(len(members))
+    advice = program.batching_note(len(members))
     if advice and progress is not None:
         progress.note(f"{group.label}: {advice}")
     hp = group_hyperparameters(members)
@@ -182,12 +183,15 @@ def run_sweep(
     devices: list | None = None,
     progress: TextIO | None = sys.stderr,
     on_chunk: ChunkCallback | None = None,
+    stall_timeout: float | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep `spec` in directory `out`; see the module docstring.
 
     process_index/process_count default to jax.process_index()/jax.process_count(); each
     process runs its strided share of the groups on `devices` (default: its local devices).
     `on_chunk(group, updates_done, rows)` is called after each log chunk's rows are written.
+    `stall_timeout`: seconds without a finished chunk after which the process reports and
+    exits (`Watchdog`; None: never).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,9 +219,20 @@ def run_sweep(
                        f"{sum(len(m) for _, m in pending)} run(s) to train, {skipped} complete, "
                        f"on {mesh.devices.size} {mesh.devices.flat[0].platform} device(s)"
                        f"{f' (process {index} of {count})' if count > 1 else ''}\n")
+    watchdog = Watchdog(stall_timeout, advice=(
+        f"Run the same shapo-sweep command again to resume {out}; raise --stall-timeout if a "
+        "chunk of updates legitimately takes longer."))
+
+    def chunk_done(group: Group, done: int, rows: list[dict]) -> None:
+        watchdog.beat(f"{group.label}: the chunk after update {done}")
+        if on_chunk is not None:
+            on_chunk(group, done, rows)
+
     try:
-        for group, members in pending:
-            run_group(group, members, mesh, writer, manifest, bar, on_chunk)
+        with watchdog:
+            for group, members in pending:
+                watchdog.beat(f"{group.label}: compiling and running its first chunk")
+                run_group(group, members, mesh, writer, manifest, bar, chunk_done)
     finally:
         bar.close()
     diverged = sorted(diverged_runs(read_rows(writer.path)))

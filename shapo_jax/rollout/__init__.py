@@ -19,6 +19,7 @@ from shapo_jax.rollout.normalization import (
     normalize,
     update_statistics,
 )
+from shapo_jax.rollout.pieces import vmap_in_pieces
 from shapo_jax.rollout.rollout import (
     Transition,
     desynchronize_episodes,
@@ -48,4 +49,5 @@ __all__ = [
     "summarize_rollout",
     "track_step",
     "update_statistics",
+    "vmap_in_pieces",
 ]

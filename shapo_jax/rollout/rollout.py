@@ -23,6 +23,7 @@ from brax.envs.base import Env, State
 from flax import struct
 
 from shapo_jax.rollout.episodes import EpisodeTracker, start_rollout, track_step
+from shapo_jax.rollout.pieces import vmap_in_pieces
 
 # policy_fn(observation batch, key) -> (action batch, log-probability batch)
 PolicyFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -50,9 +51,9 @@ def _select(mask: jax.Array, on_true, on_false):
     return jax.tree_util.tree_map(pick, on_true, on_false)
 
 
-def reset_batch(env: Env, key: jax.Array, num_envs: int) -> State:
-    """Reset `num_envs` environments from independent keys."""
-    return jax.vmap(env.reset)(jax.random.split(key, num_envs))
+def reset_batch(env: Env, key: jax.Array, num_envs: int, pieces: int = 1) -> State:
+    """Reset `num_envs` environments from independent keys (in `pieces`: `vmap_in_pieces`)."""
+    return vmap_in_pieces(env.reset, pieces)(jax.random.split(key, num_envs))
 
 
 def desynchronize_episodes(
@@ -76,13 +77,14 @@ def desynchronize_episodes(
 
 
 def step_with_repeat(
-    env: Env, state: State, action: jax.Array, action_repeat: int
+    env: Env, state: State, action: jax.Array, action_repeat: int, pieces: int = 1
 ) -> tuple[State, jax.Array, jax.Array]:
     """Apply `action` `action_repeat` times to a batch; returns (state, summed reward, summed cost).
 
-    Once an env is done, later repeats neither change its state nor add reward or cost.
+    Once an env is done, later repeats neither change its state nor add reward or cost. The
+    batch is stepped in `pieces` sequential calls (`vmap_in_pieces`).
     """
-    step = jax.vmap(env.step)
+    step = vmap_in_pieces(env.step, pieces)
     state = step(state, action)
     reward, cost = state.reward, state.info["cost"]
     for _ in range(action_repeat - 1):
@@ -104,6 +106,7 @@ def rollout(
     action_repeat: int = 1,
     vmap_axis_name: str | None = None,
     reset_pool: bool = True,
+    env_pieces: int = 1,
 ) -> tuple[State, EpisodeTracker, Transition]:
     """Run `num_steps` policy steps in every env, auto-resetting finished episodes.
 
@@ -114,7 +117,8 @@ def rollout(
     computed every step; name the vmapped axis (`jax.vmap(..., axis_name=...)`) in
     `vmap_axis_name` and the test is taken over all members, so the branch stays a branch.
     `reset_pool=False` resets the whole batch on every such step instead (for comparison:
-    scripts/bench_rollout.py).
+    scripts/bench_rollout.py). `env_pieces` steps and resets the batch in that many sequential
+    calls (`vmap_in_pieces`: the same numbers, smaller batched operations).
     """
     num_envs = env_state.obs.shape[0]
 
@@ -129,7 +133,7 @@ def rollout(
         action_key, reset_key = jax.random.split(step_key)
         obs = state.obs
         action, log_prob = policy_fn(obs, action_key)
-        next_state, reward, cost = step_with_repeat(env, state, action, action_repeat)
+        next_state, reward, cost = step_with_repeat(env, state, action, action_repeat, env_pieces)
         done = next_state.done
         truncated = next_state.info.get("truncation", jnp.zeros_like(done))
         terminated = done * (1.0 - truncated)
@@ -142,13 +146,13 @@ def rollout(
 
         def reset(s):
             if not reset_pool:
-                return _select(finished, reset_batch(env, reset_key, num_envs), s)
+                return _select(finished, reset_batch(env, reset_key, num_envs, env_pieces), s)
             # Envs whose fresh state is used up draw a new batch (rare: episodes shorter
             # than the rollout); the others take theirs from the pool.
             again = finished & ~unused
             fresh = jax.lax.cond(
                 across_members(again),
-                lambda p: _select(again, reset_batch(env, reset_key, num_envs), p),
+                lambda p: _select(again, reset_batch(env, reset_key, num_envs, env_pieces), p),
                 lambda p: p,
                 pool,
             )
@@ -159,7 +163,9 @@ def rollout(
 
     keys = jax.random.split(key, num_steps)
     # The pool's key is folded from the rollout's, apart from the steps' keys.
-    pool = reset_batch(env, jax.random.fold_in(key, num_steps), num_envs) if reset_pool else None
+    pool = None
+    if reset_pool:
+        pool = reset_batch(env, jax.random.fold_in(key, num_steps), num_envs, env_pieces)
     carry = (env_state, start_rollout(tracker), jnp.ones((num_envs,), bool))
     (env_state, tracker, _), transitions = jax.lax.scan(one_step, carry, keys)
     return env_state, tracker, transitions

@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from shapo_jax.training.config import ALGORITHMS, TrainConfig
-from shapo_jax.training.devices import use_cpu_devices
+from shapo_jax.training.devices import HOST_DEVICE_FLAG, auto_cpu_devices, use_cpu_devices
 from shapo_jax.training.hyperparameters import TRACED_SETTINGS
 from shapo_jax.training.presets import PRESETS, preset_overrides
+from shapo_jax.training.watchdog import DEFAULT_STALL_TIMEOUT
 
 CLI_FIELDS = {  # flag -> config field; every traced setting has a flag of its name too
     "env": "env", "algo": "algo", "total_steps": "total_steps", "num_envs": "num_envs",
@@ -50,19 +52,115 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_option_argument(parser)
     parser.add_argument("--out", default="runs/latest", help="output directory")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host)")
+    add_distributed_arguments(parser, "shard the envs over the devices of all processes")
     add_cpu_devices_argument(parser)
     parser.add_argument("--no-plot", action="store_true")
     return parser
 
 
 def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
-    """--cpu-devices N, shared by shapo-train and shapo-sweep (see `use_cpu_devices`)."""
-    parser.add_argument("--cpu-devices", type=int, metavar="N",
-                        help="split the CPU into N XLA devices and shard the envs over them "
-                             "(CPU-only machines: one per core; a run warns when a device's "
-                             "batch is too large for its task)")
+    """--cpu-devices N|auto and --stall-timeout, shared by shapo-train and shapo-sweep."""
+    parser.add_argument("--cpu-devices", default="auto", metavar="N|auto",
+                        help="split the CPU into N XLA devices and shard the envs over them; "
+                             "auto (default): one per usable core that divides the env batch "
+                             "(no effect on the GPUs and TPUs, which JAX uses first)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+                        metavar="SECONDS",
+                        help="stop with exit status 3 and a message when no chunk of updates "
+                             f"finishes for this long (default {DEFAULT_STALL_TIMEOUT:g}; "
+                             "0: never)")
+
+
+def apply_cpu_devices(value: str, num_envs: list[int]) -> None:
+    """Act on --cpu-devices before JAX starts: N splits the CPU (`use_cpu_devices`, through
+    XLA_FLAGS, so child processes inherit it); auto splits this process's CPU one device per
+    core (`auto_cpu_devices` of the runs' env batches, `jax_num_cpu_devices`) unless XLA_FLAGS
+    or JAX_NUM_CPU_DEVICES already choose a split or JAX is already running (a caller
+    in-process). With several processes on one machine, give N."""
+    if value != "auto":
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError(f"--cpu-devices expects a positive integer or auto, got "
+                             f"{value!r}") from None
+        use_cpu_devices(count)
+        return
+    import jax
+    from jax._src import xla_bridge
+
+    chosen = (HOST_DEVICE_FLAG in os.environ.get("XLA_FLAGS", "")
+              or os.environ.get("JAX_NUM_CPU_DEVICES"))
+    if chosen or xla_bridge.backends_are_initialized():
+        return
+    jax.config.update("jax_num_cpu_devices", auto_cpu_devices(num_envs))
+
+
+def stall_timeout(args: argparse.Namespace) -> float | None:
+    """--stall-timeout in seconds, None for 0 (never); refuses a negative value by name."""
+    if not args.stall_timeout >= 0:
+        raise ValueError(f"--stall-timeout must be >= 0 seconds, got {args.stall_timeout}")
+    return args.stall_timeout or None
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser, effect: str) -> None:
+    """--distributed and --coordinator/--num-processes/--process-id, shared by shapo-train and
+    shapo-sweep (see `distributed_options`); `effect` says what several processes do."""
+    group = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "start the same command once per process; give all three of --coordinator, "
+        "--num-processes and --process-id, or none of them to let JAX detect the cluster "
+        "(Slurm, Open MPI, TPU pods)")
+    group.add_argument("--distributed", action="store_true",
+                       help=f"call jax.distributed.initialize() first and {effect} (implied "
+                            "by --coordinator)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, where the coordinator service listens")
+    group.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, metavar="I",
+                       help="this process's index, 0 .. N-1 (0 runs the coordinator)")
+
+
+def distributed_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The keyword arguments of `jax.distributed.initialize` the flags ask for ({} to detect
+    the cluster), or None without --distributed; raises ValueError naming a bad value, so
+    the CLIs refuse it before JAX starts."""
+    given = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    missing = [flag for flag, value in given.items() if value is None]
+    if len(missing) == len(given):
+        return {} if args.distributed else None
+    if missing:
+        raise ValueError(f"give all of --coordinator, --num-processes and --process-id or "
+                         f"none of them; missing {', '.join(missing)}")
+    host, sep, port = args.coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator expects HOST:PORT with a port in 1..65535, got "
+                         f"{args.coordinator!r}")
+    if args.num_processes < 1:
+        raise ValueError(f"--num-processes must be a positive integer, got {args.num_processes}")
+    if not 0 <= args.process_id < args.num_processes:
+        raise ValueError(f"--process-id must be in 0..{args.num_processes - 1} "
+                         f"(--num-processes {args.num_processes}), got {args.process_id}")
+    return {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+            "process_id": args.process_id}
+
+
+def start_distributed(options: dict[str, Any]) -> None:
+    """`jax.distributed.initialize(**options)`, with gloo for the CPU's collectives (on CPU,
+    processes reduce over TCP with gloo; GPU and TPU backends ignore the setting) unless
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION chooses another. Call before any JAX computation.
+    Raises ValueError when JAX finds no cluster to join (plain --distributed elsewhere)."""
+    import jax
+
+    if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**options)
+    except ValueError as error:
+        if options:
+            raise
+        raise ValueError(f"--distributed: JAX detected no cluster ({error}); give "
+                         "--coordinator HOST:PORT --num-processes N --process-id I") from error
 
 
 def add_env_option_argument(parser: argparse.ArgumentParser) -> None:
@@ -130,23 +228,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume {out}: no config.json there (not a run directory)")
             base = json.loads(config_path.read_text())
         config = config_from_args(args, base)
+        distributed = distributed_options(args)
+        timeout = stall_timeout(args)
     except (ValueError, TypeError, json.JSONDecodeError) as error:
         _fail(str(error))
 
-    import jax
-
-    if args.cpu_devices is not None:
+    try:
+        apply_cpu_devices(args.cpu_devices, [config.num_envs])
+    except (ValueError, RuntimeError) as error:
+        _fail(str(error))
+    if distributed is not None:
         try:
-            use_cpu_devices(args.cpu_devices)
-        except (ValueError, RuntimeError) as error:
+            start_distributed(distributed)
+        except ValueError as error:
             _fail(str(error))
-    if args.distributed:
-        jax.distributed.initialize()
     from shapo_jax.training.runner import Runner
 
     try:
         env = config.make_env()
-        runner = Runner(config, env, out, resume=bool(args.resume))
+        runner = Runner(config, env, out, resume=bool(args.resume), stall_timeout=timeout)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     summary = runner.train(plot=not args.no_plot)

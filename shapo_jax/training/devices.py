@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -31,9 +31,7 @@ def use_cpu_devices(count: int, environ: MutableMapping[str, str] | None = None)
     Why: XLA:CPU runs one MJX program on about one core (SafetyPointGoal1, 512 envs: 2,563
     env steps/s on one core, 2,743 on two), so on a CPU-only machine sharding the env axis
     over one device per core trains about 1.7x faster (BENCHMARKS.md). It also keeps each
-    device's batch of MJX envs small enough for XLA:CPU's batched Cholesky to run inline; the
-    safe batch depends on the task (`cpu_batch_warning`). Only the CPU platform is split; on a
-    GPU machine `jax.devices()` still lists the GPUs.
+    Only the CPU platform is split; on a GPU machine `jax.devices()` still lists the GPUs.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"cpu devices must be a positive integer, got {count!r}")
@@ -52,6 +50,22 @@ def use_cpu_devices(count: int, environ: MutableMapping[str, str] | None = None)
             raise RuntimeError("JAX's backends are already running; call use_cpu_devices() "
                                "before the first JAX computation")
     environ["XLA_FLAGS"] = f"{flags} {HOST_DEVICE_FLAG}={count}".strip()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_cpu_devices(num_envs: Sequence[int], cores: int | None = None) -> int:
+    """The CPU split of `--cpu-devices auto`: the most devices, at most one per core, that
+    divide every batch in `num_envs` (XLA:CPU runs one MJX program on about one core, so one
+    device per core trains about 1.8x faster on two cores: BENCHMARKS.md)."""
+    cores = usable_cores() if cores is None else cores
+    return max(d for d in range(1, max(cores, 1) + 1) if all(n % d == 0 for n in num_envs))
 
 
 # jaxlib's batched LAPACK kernels run a batch inline while batch * cost < 200,000 flops and
@@ -94,28 +108,42 @@ def needs_lapack(model: object) -> bool:
             or integrator == int(mujoco.mjtIntegrator.mjINT_IMPLICIT))
 
 
-def cpu_batch_warning(env: object, batch_per_device: int, platform: str) -> str | None:
-    """A warning when one device's batch of `env` risks XLA:CPU's batched-Cholesky deadlock.
+def lapack_batch_limit(env: object, platform: str) -> int | None:
+    """The most envs of `env` that one XLA:CPU LAPACK call may take without waiting.
 
-    MJX's Newton solver factorises an nv x nv matrix per environment. On a CPU device a batch
-    of them above LAPACK_INLINE_WORK / (nv^3 / 3) is split over the thread pool, and two such
-    calls at once can deadlock (BENCHMARKS.md). Returns None when the batch is safe, the
-    platform is not "cpu", the env has no MuJoCo model or its model needs no LAPACK
+    MJX's Newton solver factorises an nv x nv matrix per env; jaxlib's batched kernels run a
+    batch inline while batch * nv^3 / 3 < LAPACK_INLINE_WORK and above that split it over the
+    thread pool that runs the program and wait for the pieces, which can deadlock (module
+    docstring of `shapo_jax.rollout.pieces`, BENCHMARKS.md). None when there is no limit: the
+    platform is not "cpu", the env has no MuJoCo model, or its physics needs no LAPACK
     (`needs_lapack`: CG solver, sparse Jacobian).
     """
     model = _mujoco_model(env)
     if platform != "cpu" or model is None or not needs_lapack(model):
         return None
-    nv = model.nv
-    safe = (LAPACK_INLINE_WORK - 1) // max(nv**3 // 3, 1)
-    if batch_per_device <= safe:
-        return None
-    return (f"warning: {batch_per_device} envs per CPU device (seeds x envs / devices) of a "
-            f"task with nv={nv} may hang in XLA:CPU's batched Cholesky; keep <= {safe} per "
-            f"device, e.g. with --cpu-devices {-(-batch_per_device // max(safe, 1))} or more, "
-            f"or step it with MuJoCo's CG solver and a sparse Jacobian, which need no LAPACK "
-            f"(navigation tasks: --env-option solver=cg --env-option jacobian=sparse; see "
-            f"BENCHMARKS.md)")
+    return max((LAPACK_INLINE_WORK - 1) // max(model.nv**3 // 3, 1), 1)
+
+
+def env_pieces(num_envs: int, num_devices: int, num_members: int, limit: int | None) -> int:
+    """How many sequential pieces one device's envs are stepped in (`vmap_in_pieces`).
+
+    The fewest pieces k, k dividing the device's num_envs / num_devices envs, such that one
+    batched call, which under `jax.vmap` over members holds every member's piece, has at
+    most `limit` envs: num_members * num_envs / (num_devices * k) <= limit. 1 without a
+    limit. Raises ValueError when the members alone exceed the limit.
+    """
+    per_device = num_envs // num_devices
+    if limit is None or num_members * per_device <= limit:
+        return 1
+    if num_members > limit:
+        raise ValueError(
+            f"{num_members} members in one program exceed the {limit} envs that one XLA:CPU "
+            f"LAPACK call of this task can take without risking a hang; run at most {limit} "
+            f"seeds x settings per program (shapo-train --seeds, shapo-sweep "
+            f"--max-group-size) or step a Point task with --env-option solver=cg "
+            f"--env-option jacobian=sparse (no LAPACK)")
+    return next(k for k in range(1, per_device + 1)
+                if per_device % k == 0 and num_members * (per_device // k) <= limit)
 
 
 def make_mesh(devices: list | None = None) -> Mesh:

@@ -26,7 +26,12 @@ from brax.envs.base import Env
 from jax.sharding import Mesh
 
 from shapo_jax.training.config import TrainConfig
-from shapo_jax.training.devices import check_divisible, cpu_batch_warning, state_sharding
+from shapo_jax.training.devices import (
+    check_divisible,
+    env_pieces,
+    lapack_batch_limit,
+    state_sharding,
+)
 from shapo_jax.training.hyperparameters import Hyperparameters, stack_hyperparameters
 from shapo_jax.training.train import Trainer, TrainState, make_train
 
@@ -73,10 +78,10 @@ class TrainingProgram:
         check_divisible(config.num_envs, mesh)
         self.config, self.mesh = config, mesh
         self.env = config.make_env() if env is None else env
-        self.trainer: Trainer = make_train(config, self.env, vmap_axis_name=MEMBER_AXIS)
-        self._init = jax.vmap(self.trainer.init)
-        self._evaluate = jax.jit(jax.vmap(self.trainer.evaluate))
+        self.lapack_limit = lapack_batch_limit(self.env, self.platform)
+        self._trainers: dict[tuple[int, int], Trainer] = {}
         self._jitted_init: dict[int, Any] = {}
+        self._evaluators: dict[int, Any] = {}
         self._layouts: dict[int, tuple[TrainState, TrainState]] = {}
         self._compiled: dict[tuple[int, int], Any] = {}
         self.compile_seconds = 0.0
@@ -85,10 +90,38 @@ class TrainingProgram:
     def platform(self) -> str:
         return self.mesh.devices.flat[0].platform
 
-    def batch_warning(self, num_members: int) -> str | None:
-        """`cpu_batch_warning` for this many members' envs per device."""
-        per_device = num_members * self.config.num_envs // self.mesh.devices.size
-        return cpu_batch_warning(self.env, per_device, self.platform)
+    @property
+    def trainer(self) -> Trainer:
+        """The training functions of one member."""
+        return self.trainer_for(1)
+
+    def pieces(self, num_members: int) -> tuple[int, int]:
+        """(training, evaluation) pieces each device steps its envs in (`env_pieces`): on
+        XLA:CPU, batches of LAPACK calls small enough never to wait on the thread pool.
+        Evaluation is not sharded: each device holds the members' whole evaluation batch."""
+        cfg, devices = self.config, self.mesh.devices.size
+        return (env_pieces(cfg.num_envs, devices, num_members, self.lapack_limit),
+                env_pieces(cfg.eval_envs, 1, num_members, self.lapack_limit))
+
+    def batching_note(self, num_members: int) -> str | None:
+        """A line for the log when the envs are stepped in pieces, else None."""
+        train, evaluation = self.pieces(num_members)
+        if train == 1 and evaluation == 1:
+            return None
+        per_device = self.config.num_envs // self.mesh.devices.size
+        return (f"stepping each device's {per_device} envs x {num_members} member(s) in "
+                f"{train} sequential piece(s) (evaluation: {evaluation}): XLA:CPU's batched "
+                f"LAPACK calls of this task hold at most {self.lapack_limit} matrices, which "
+                "never wait on the thread pool (BENCHMARKS.md)")
+
+    def trainer_for(self, num_members: int) -> Trainer:
+        """The training functions for this many vmapped members (their env pieces)."""
+        train, evaluation = self.pieces(num_members)
+        if (train, evaluation) not in self._trainers:
+            self._trainers[train, evaluation] = make_train(
+                self.config, self.env, vmap_axis_name=MEMBER_AXIS,
+                env_pieces=train, eval_pieces=evaluation)
+        return self._trainers[train, evaluation]
 
     def abstract_state(self, num_members: int, hp: Hyperparameters) -> TrainState:
         """Shapes, dtypes and shardings of the members' state (what a checkpoint restores)."""
@@ -103,7 +136,7 @@ class TrainingProgram:
         """(abstract state, shardings) for this many members, traced once per count."""
         if num_members not in self._layouts:
             keys = jnp.stack([member_key(0)] * num_members)
-            shape = jax.eval_shape(self._init, keys, hp)
+            shape = jax.eval_shape(jax.vmap(self.trainer_for(num_members).init), keys, hp)
             self._layouts[num_members] = (
                 shape, state_sharding(shape, self.mesh, leading_axes=1))
         return self._layouts[num_members]
@@ -113,7 +146,7 @@ class TrainingProgram:
         count = len(seeds)
         if count not in self._jitted_init:
             self._jitted_init[count] = jax.jit(
-                self._init, out_shardings=self.shardings(count, hp))
+                jax.vmap(self.trainer_for(count).init), out_shardings=self.shardings(count, hp))
         return self._jitted_init[count](jnp.stack([member_key(s) for s in seeds]), hp)
 
     def compiled_chunk(self, state: TrainState, hp: Hyperparameters,
@@ -122,8 +155,8 @@ class TrainingProgram:
         count = jax.tree_util.tree_leaves(hp)[0].shape[0]
         if (count, num_updates) not in self._compiled:
             shardings = self.shardings(count, hp)
-            run = jax.vmap(lambda s, h: self.trainer.run(s, num_updates, h),
-                           axis_name=MEMBER_AXIS)
+            trainer = self.trainer_for(count)
+            run = jax.vmap(lambda s, h: trainer.run(s, num_updates, h), axis_name=MEMBER_AXIS)
             tic = time.perf_counter()
             self._compiled[count, num_updates] = jax.jit(
                 run, in_shardings=(shardings, None), out_shardings=(shardings, None),
@@ -136,7 +169,10 @@ class TrainingProgram:
                  updates_done: int) -> dict[str, np.ndarray]:
         """eval_return and eval_cost per member (deterministic policy, `evaluation_key`)."""
         keys = jnp.stack([evaluation_key(s, updates_done) for s in seeds])
-        result = jax.device_get(self._evaluate(state, keys))
+        count = len(seeds)
+        if count not in self._evaluators:
+            self._evaluators[count] = jax.jit(jax.vmap(self.trainer_for(count).evaluate))
+        result = jax.device_get(self._evaluators[count](state, keys))
         return {"eval_return": np.asarray(result.episode_return),
                 "eval_cost": np.asarray(result.episode_cost)}
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from brax.envs.base import Env
 
@@ -22,6 +23,7 @@ from shapo_jax.training.devices import make_mesh
 from shapo_jax.training.hyperparameters import Hyperparameters
 from shapo_jax.training.program import TrainingProgram, member_hyperparameters
 from shapo_jax.training.train import TrainState
+from shapo_jax.training.watchdog import Watchdog
 
 SUMMARY_KEYS = ("episode_return", "episode_cost", "cumulative_cost", "lagrange_multiplier")
 
@@ -41,8 +43,14 @@ class Runner:
     caller of `TrainingProgram` that adds metrics.jsonl, checkpoints, resume and the plot."""
 
     def __init__(self, config: TrainConfig, env: Env, out: str | Path, resume: bool = False,
-                 hyperparameters: Hyperparameters | None = None, log=print):
+                 hyperparameters: Hyperparameters | None = None, log=print,
+                 stall_timeout: float | None = None):
         self.config, self.env, self.out, self.log = config, env, Path(out), log
+        # Seconds without a finished chunk after which the process reports and exits
+        # (`Watchdog`; None: never, the default for library use, e.g. in a notebook).
+        self.watchdog = Watchdog(stall_timeout, advice=(
+            f"Resume with shapo-train --resume {self.out}; raise --stall-timeout if a chunk "
+            "of updates legitimately takes longer."))
         self.mesh = make_mesh()
         self.program = TrainingProgram(config, self.mesh, env)
         self.trainer = self.program.trainer
@@ -52,6 +60,10 @@ class Runner:
         self.checkpointer = Checkpointer(self.out / "checkpoints")
         self.writer = MetricsWriter(self.out / "metrics.jsonl")
         self.resume = resume
+        # Under jax.distributed every process runs the same loop on the same numbers: process
+        # 0 alone writes config.json, metrics.jsonl and the plot (orbax's checkpoints are
+        # written by all of them together, each its own shards).
+        self.writes_files = jax.process_index() == 0
         self._first_update = 0
         # Resuming reads the checkpoint now, so that a missing, corrupt or mismatched one is
         # reported when the Runner is built (the CLI's clean error), before anything compiles.
@@ -79,50 +91,62 @@ class Runner:
             restored = self._restored if self._restored is not None else self._restore()
             self._restored = None  # the run donates this state: hand it out once
             return restored
-        atomic_write_json(self.out / "config.json", self.config.to_dict())
-        if self.writer.path.exists():
-            self.writer.path.unlink()
+        if self.writes_files:
+            atomic_write_json(self.out / "config.json", self.config.to_dict())
+            if self.writer.path.exists():
+                self.writer.path.unlink()
         return 0, self.program.init(self.seeds, self.hp)
 
     def train(self, plot: bool = True) -> dict[str, Any]:
         cfg = self.config
         done, state = self.initial_state()
-        if self.resume:
+        if self.resume and self.writes_files:
             self.writer.truncate_after(done * cfg.env_steps_per_update)
             # The run may have been extended (--resume DIR --total-steps N): config.json
             # describes the run as it continues, so a later plain --resume goes on from here.
             atomic_write_json(self.out / "config.json", cfg.to_dict())
+        if self.resume:
             self.log(f"resuming {self.out} at update {done} of {cfg.num_updates}")
-        advice = self.program.batch_warning(cfg.num_seeds)
+        advice = self.program.batching_note(cfg.num_seeds)
         if advice:
             self.log(advice)
         self.log(f"{cfg.algo} on {cfg.env}: {cfg.num_seeds} seed(s) x {cfg.num_envs} envs on "
                  f"{self.mesh.devices.size} {self.program.platform} device(s), "
                  f"{cfg.num_updates} updates of {cfg.env_steps_per_update} env steps")
         self._first_update = done
-        last_records: list[dict[str, Any]] = []
+        self._last_records: list[dict[str, Any]] = []
         start = time.perf_counter()
 
         def compiled(updates: int, seconds: float) -> None:
             self.log(f"compiled {updates} update(s) per call in {seconds:.1f} s")
+            self.watchdog.beat(f"the first call of the freshly compiled {updates} update(s)")
 
+        with self.watchdog:
+            self.watchdog.beat(f"compiling and running the first chunk after update {done}")
+            self._train_chunks(state, done, compiled, start)
+        self.checkpointer.close()
+        records = read_metrics(self.writer.path) if self.writes_files else []
+        if plot and records:
+            plot_training(records, self.out / "training.png", cfg.cost_limit,
+                          title=f"{cfg.algo} on {cfg.env}")
+        return self.summary(self._last_records)
+
+    def _train_chunks(self, state: TrainState, done: int, compiled, start: float) -> None:
+        cfg = self.config
         for chunk in self.program.chunks(state, self.hp, self.seeds, done, compiled):
             sps = chunk.updates * cfg.env_steps_per_update * cfg.num_seeds / chunk.seconds
             last_records = log_records(chunk.metrics, chunk.env_steps,
                                        {"sps": sps, "update": chunk.updates_done},
                                        seeds=self.seeds)
-            self.writer.write(last_records)
+            if self.writes_files:
+                self.writer.write(last_records)
             log_index = chunk.updates_done // cfg.updates_per_log
             if log_index % cfg.checkpoint_every == 0 or chunk.updates_done == cfg.num_updates:
                 self.checkpointer.save(chunk.updates_done, chunk.state)
             self._progress(chunk.updates_done, chunk.env_steps, last_records, sps,
                            time.perf_counter() - start - self.compile_seconds)
-        self.checkpointer.close()
-        records = read_metrics(self.writer.path)
-        if plot and records:
-            plot_training(records, self.out / "training.png", cfg.cost_limit,
-                          title=f"{cfg.algo} on {cfg.env}")
-        return self.summary(last_records)
+            self._last_records = last_records
+            self.watchdog.beat(f"the chunk after update {chunk.updates_done}")
 
     def _progress(self, done, env_steps, records, sps, wall) -> None:
         cfg = self.config

@@ -109,13 +109,17 @@ class Trainer:
     # Name of the axis when runs are vmapped with `jax.vmap(..., axis_name=...)`: lets the
     # rollout skip resets on steps where no member's env finished (see `rollout`).
     vmap_axis_name: str | None = None
+    # Sequential pieces the env batch is stepped in, in training and in evaluation
+    # (`shapo_jax.rollout.vmap_in_pieces`; the same numbers, smaller batched calls).
+    env_pieces: int = 1
+    eval_pieces: int = 1
 
     # ----- initialisation -------------------------------------------------------------
     def init(self, key: jax.Array, hp: Hyperparameters | None = None) -> TrainState:
         hp = self.config.hyperparameters() if hp is None else hp
         cfg, env = self.config, self.env
         key, actor_key, reward_key, cost_key, env_key = jax.random.split(key, 5)
-        env_state = reset_batch(env, env_key, cfg.num_envs)
+        env_state = reset_batch(env, env_key, cfg.num_envs, self.env_pieces)
         partial = None
         if cfg.random_episode_start:
             env_state, partial = desynchronize_episodes(
@@ -191,6 +195,7 @@ class Trainer:
         env_state, tracker, traj = rollout(
             self.env, self.policy(state), state.env_state, state.tracker, rollout_key,
             cfg.rollout_length, cfg.action_repeat, self.vmap_axis_name,
+            env_pieces=self.env_pieces,
         )
         stats = state.obs_stats
         obs = self._normalize(stats, traj.obs)
@@ -307,13 +312,13 @@ class Trainer:
         num_envs = cfg.eval_envs if num_envs is None else num_envs
         act = self.policy(state, deterministic=True)
         horizon = -(-env.episode_length // cfg.action_repeat)
-        env_state = reset_batch(env, key, num_envs)
+        env_state = reset_batch(env, key, num_envs, self.eval_pieces)
 
         def one_step(carry, _):
             env_state, ret, cost, alive = carry
             action, _ = act(env_state.obs, key)
             env_state, reward, step_cost = step_with_repeat(
-                env, env_state, action, cfg.action_repeat
+                env, env_state, action, cfg.action_repeat, self.eval_pieces
             )
             ret = ret + alive * reward
             cost = cost + alive * step_cost
@@ -373,12 +378,21 @@ def make_networks(config: TrainConfig, action_size: int) -> Networks:
     )
 
 
-def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None) -> Trainer:
+def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None,
+               env_pieces: int = 1, eval_pieces: int = 1) -> Trainer:
     """Build the training functions for `config` on `env` (see `Trainer`).
 
     When the trainer will run under `jax.vmap(..., axis_name=name)` (seeds, sweeps), pass the
     same `vmap_axis_name`: resets are then skipped on steps where no member needs one.
+    `env_pieces` / `eval_pieces`: step the training / evaluation envs in that many sequential
+    pieces (`TrainingProgram` sizes them on a CPU: `shapo_jax.training.devices.env_pieces`).
     """
+    for name, value in (("env_pieces", env_pieces), ("eval_pieces", eval_pieces)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if config.num_envs % env_pieces or config.eval_envs % eval_pieces:
+        raise ValueError(f"env_pieces={env_pieces} must divide num_envs={config.num_envs} and "
+                         f"eval_pieces={eval_pieces} eval_envs={config.eval_envs}")
     if not hasattr(env, "episode_length"):
         raise ValueError(f"{type(env).__name__} has no episode_length: wrap it in "
                          "envs.TimeLimit (every environment of envs.make is)")
@@ -386,7 +400,8 @@ def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None)
     networks = make_networks(config, env.action_size)
     return Trainer(config=config, env=env, networks=networks, optimizer=optimizer,
                    policy_update=make_policy_update(config, networks, optimizer),
-                   vmap_axis_name=vmap_axis_name)
+                   vmap_axis_name=vmap_axis_name, env_pieces=env_pieces,
+                   eval_pieces=eval_pieces)
 
 
 def make_policy_update(

@@ -1,0 +1,166 @@
+"""The trainer's steps per second against its environments' raw rate, side by side.
+
+    .venv/bin/python scripts/bench_trainer.py --env SafetyPointGoal1 --num-envs 1024 \\
+        --algos ppo_lag shapo_ppo_lag --cpu-devices 2
+
+Everything runs on the same task, batch and devices (the env batch sharded over the mesh, in
+the pieces the trainer steps it in), compiled once and then timed in interleaved rounds
+(median of `--rounds`), so that a noisy machine affects every stage alike:
+
+  env        a `lax.scan` of `rollout_length` vmapped `env.step` calls with random actions,
+             no resets: the physics alone (what the environments can give);
+  rollout    the library's `rollout` with random actions: auto-reset from the pool of fresh
+             states, episode bookkeeping;
+  policy     the same `rollout` driven by the actor network, as one member vmapped like the
+             trainer's (`jax.vmap` with the member axis name);
+  train      `TrainingProgram`'s compiled call of `--updates` whole updates (rollout,
+             advantages, multiplier, policy and critic update), as shapo-train runs it.
+
+The differences between consecutive stages are where the trainer's time goes: resets and
+bookkeeping, the actor, the learning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from shapo_jax.training.devices import use_cpu_devices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="SafetyPointGoal1")
+    parser.add_argument("--algos", nargs="+", default=["ppo_lag", "shapo_ppo_lag"])
+    parser.add_argument("--num-envs", type=int, default=1024)
+    parser.add_argument("--rollout-length", type=int, default=32)
+    parser.add_argument("--updates", type=int, default=2, help="updates per timed train call")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--cpu-devices", type=int, help="split the CPU into N XLA devices")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="TrainConfig override, repeatable")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+    if args.cpu_devices:
+        use_cpu_devices(args.cpu_devices)
+
+    import jax
+    import jax.numpy as jnp
+
+    from shapo_jax.io import atomic_write_json
+    from shapo_jax.rollout import rollout, vmap_in_pieces
+    from shapo_jax.training import TrainConfig
+    from shapo_jax.training.cli import parse_override_value
+    from shapo_jax.training.devices import ENV_AXIS, make_mesh
+    from shapo_jax.training.program import MEMBER_AXIS, TrainingProgram
+    from shapo_jax.training.runner import broadcast_hyperparameters
+
+    overrides = {}
+    for item in args.set:
+        field, _, text = item.partition("=")
+        overrides[field] = parse_override_value(text)
+    mesh = make_mesh()
+    devices = f"{mesh.devices.size} x {mesh.devices.flat[0].platform}"
+    steps = args.num_envs * args.rollout_length
+    stages: dict[str, object] = {}  # name -> (compiled fn, args, env steps per call)
+
+    programs = {}
+    for algo in args.algos:
+        config = TrainConfig(env=args.env, algo=algo, num_envs=args.num_envs,
+                             rollout_length=args.rollout_length, **overrides)
+        program = TrainingProgram(config, mesh)
+        hp = broadcast_hyperparameters(config, 1)
+        state = program.init([0], hp)
+        tic = time.perf_counter()
+        call = program.compiled_chunk(state, hp, args.updates)
+        programs[algo] = (program, time.perf_counter() - tic)
+        # The compiled call donates its state: time it on a copy each call.
+        stages[f"train {algo}"] = (
+            lambda s, h, c=call: c(jax.tree_util.tree_map(jnp.copy, s), h),
+            (state, hp), steps * args.updates)
+
+    program = next(iter(programs.values()))[0]
+    trainer, env = program.trainer, program.env
+    pieces = trainer.env_pieces
+    state = program.init([0], broadcast_hyperparameters(program.config, 1))
+    shardings = program.shardings(1, broadcast_hyperparameters(program.config, 1))
+    env_state, tracker = state.env_state, state.tracker
+
+    def random_actions(obs, key):
+        return (jax.random.uniform(key, obs.shape[:-1] + (env.action_size,), minval=-1,
+                                   maxval=1), jnp.zeros(obs.shape[:-1]))
+
+    def physics(env_state, key):
+        step = vmap_in_pieces(env.step, pieces)
+
+        def body(s, k):
+            s = step(s, random_actions(s.obs, k)[0])
+            return s, s.reward.sum()
+
+        return jax.lax.scan(body, env_state, jax.random.split(key, args.rollout_length))
+
+    def library_rollout(env_state, tracker, key):
+        out = rollout(env, random_actions, env_state, tracker, key, args.rollout_length,
+                      env_pieces=pieces)
+        return out[0], out[2].reward.sum()
+
+    def member_rollout(state, key):
+        def one(s, k):
+            out = rollout(env, trainer.policy(s), s.env_state, s.tracker, k,
+                          args.rollout_length, vmap_axis_name=MEMBER_AXIS, env_pieces=pieces)
+            return out[0], out[2].reward.sum()
+
+        return jax.vmap(one, axis_name=MEMBER_AXIS)(state, key[None])
+
+    key = jax.random.PRNGKey(1)
+    first_env = jax.tree_util.tree_map(lambda x: x[0], env_state)
+    first_tracker = jax.tree_util.tree_map(lambda x: x[0], tracker)
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(ENV_AXIS))
+    env_split = jax.tree_util.tree_map(lambda _: split, first_env)
+    tracker_split = jax.tree_util.tree_map(lambda _: split, first_tracker)
+    first_env = jax.device_put(first_env, env_split)
+    first_tracker = jax.device_put(first_tracker, tracker_split)
+    compile_s = {}
+    for name, fn, fn_args, shard in (
+            ("env", physics, (first_env, key), (env_split, None)),
+            ("rollout", library_rollout, (first_env, first_tracker, key),
+             (env_split, tracker_split, None)),
+            ("policy", member_rollout, (state, key), (shardings, None))):
+        tic = time.perf_counter()
+        compiled = jax.jit(fn, in_shardings=shard).lower(*fn_args).compile()
+        compile_s[name] = time.perf_counter() - tic
+        stages[name] = (compiled, fn_args, steps)
+    order = ["env", "rollout", "policy"] + [f"train {a}" for a in args.algos]
+
+    for name in order:  # warm-up
+        fn, fn_args, _ = stages[name]
+        jax.block_until_ready(fn(*fn_args))
+    seconds: dict[str, list[float]] = {name: [] for name in order}
+    for _ in range(args.rounds):
+        for name in order:
+            fn, fn_args, _ = stages[name]
+            tic = time.perf_counter()
+            jax.block_until_ready(fn(*fn_args))
+            seconds[name].append(time.perf_counter() - tic)
+    rates = {name: stages[name][2] / statistics.median(seconds[name]) for name in order}
+
+    print(f"{args.env}, {args.num_envs} envs x {args.rollout_length} steps on {devices}, "
+          f"{pieces} piece(s) per device step; jax {jax.__version__}; median of "
+          f"{args.rounds} interleaved rounds")
+    print("| stage | env steps/s | of env | ms per 1,000 env steps |")
+    print("|---|---:|---:|---:|")
+    for name in order:
+        print(f"| {name} | {rates[name]:,.0f} | {rates[name] / rates['env']:.2f} | "
+              f"{1e3 * 1000 / rates[name]:.2f} |")
+    for algo, (_, seconds_compile) in programs.items():
+        print(f"compile {algo}: {seconds_compile:.1f} s", end="; ")
+    print(", ".join(f"compile {k}: {v:.1f} s" for k, v in compile_s.items()))
+    if args.json:
+        atomic_write_json(args.json, {"env": args.env, "num_envs": args.num_envs,
+                                      "devices": devices, "pieces": pieces, "rates": rates,
+                                      "seconds": seconds})
+
+
+if __name__ == "__main__":
+    main()
