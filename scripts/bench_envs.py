@@ -25,9 +25,24 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 import envs
-from shapo_jax.rollout import init_tracker, reset_batch, rollout
+from shapo_jax.rollout import init_tracker, reset_batch, rollout, vmap_in_pieces
 from shapo_jax.training.cli import add_env_option_argument, merge_env_options
-from shapo_jax.training.devices import ENV_AXIS, check_divisible, make_mesh, use_cpu_devices
+from shapo_jax.training.devices import (
+    ENV_AXIS,
+    check_divisible,
+    env_pieces,
+    lapack_batch_limit,
+    make_mesh,
+    use_cpu_devices,
+)
+
+
+def pieces_for(env, num_envs: int) -> int:
+    """The sequential pieces each device steps its envs in, as the trainer does (on a CPU,
+    under XLA:CPU's inline LAPACK limit: docs/environments.md §13)."""
+    mesh = make_mesh()
+    limit = lapack_batch_limit(env, mesh.devices.flat[0].platform)
+    return env_pieces(num_envs, mesh.devices.size, 1, limit)
 
 
 def env_sharding(num_envs: int) -> NamedSharding:
@@ -43,17 +58,20 @@ def throughput(env, num_envs: int, steps: int, seed: int = 0) -> tuple[float, fl
     The env batch is sharded over all devices (`--cpu-devices N` splits a CPU into N).
     """
     split = env_sharding(num_envs)
+    pieces = pieces_for(env, num_envs)
 
     def random_actions(obs, key):
         action = jax.random.uniform(key, (obs.shape[0], env.action_size), minval=-1, maxval=1)
         return action, jnp.zeros(obs.shape[0])
 
     def collect(env_state, tracker, key):
-        env_state, tracker, traj = rollout(env, random_actions, env_state, tracker, key, steps)
+        env_state, tracker, traj = rollout(env, random_actions, env_state, tracker, key, steps,
+                                           env_pieces=pieces)
         return env_state, tracker, traj.cost.sum()
 
     key = jax.random.PRNGKey(seed)
-    env_state = jax.jit(lambda k: reset_batch(env, k, num_envs), out_shardings=split)(key)
+    env_state = jax.jit(lambda k: reset_batch(env, k, num_envs, pieces),
+                        out_shardings=split)(key)
     tracker = jax.device_put(init_tracker(num_envs), split)
     start = time.time()
     compiled = jax.jit(collect, in_shardings=(split, split, None),
@@ -74,6 +92,7 @@ def random_policy(env, num_envs: int, seed: int = 0) -> dict[str, float]:
     and the share of steps spent outside the placement area."""
     length = env.episode_length
     split = env_sharding(num_envs)
+    pieces = pieces_for(env, num_envs)
     navigation = hasattr(env, "config") and hasattr(env.config, "extents")
 
     def robot_xy(state):
@@ -84,7 +103,7 @@ def random_policy(env, num_envs: int, seed: int = 0) -> dict[str, float]:
         def body(state, step_key):
             action = jax.random.uniform(step_key, (num_envs, env.action_size), minval=-1,
                                         maxval=1)
-            state = jax.vmap(env.step)(state, action)
+            state = vmap_in_pieces(env.step, pieces)(state, action)
             goal = state.info.get("goal_met", jnp.zeros_like(state.reward))
             return state, (state.reward, state.info["cost"], goal, robot_xy(state))
 
@@ -93,7 +112,7 @@ def random_policy(env, num_envs: int, seed: int = 0) -> dict[str, float]:
         return rewards.sum(0), costs, goals.sum(0), start_xy, xy
 
     key = jax.random.PRNGKey(seed)
-    state = jax.jit(lambda k: reset_batch(env, k, num_envs), out_shardings=split)(key)
+    state = jax.jit(lambda k: reset_batch(env, k, num_envs, pieces), out_shardings=split)(key)
     returns, costs, goals, start_xy, xy = jax.jit(run)(state, jax.random.PRNGKey(seed + 1))
     returns, costs, goals = (np.asarray(a, np.float64) for a in (returns, costs, goals))
     episode_costs = costs.sum(0)
