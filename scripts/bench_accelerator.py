@@ -110,7 +110,7 @@ def measure_training(args: argparse.Namespace, env: Any, algo: str) -> dict[str,
         jax.block_until_ready((state, metrics))
         seconds.append(time.perf_counter() - start)
     per_call = statistics.median(seconds)
-    note = getattr(program, "batching_note", lambda _: None)(1)
+    note = program.batching_note(1)
     return {"sps": config.env_steps_per_update * args.updates / per_call,
             "ms_per_update": 1e3 * per_call / args.updates,
             "compile_s": program.compile_seconds, "seconds": seconds,

@@ -52,9 +52,9 @@ from shapo_jax.io import atomic_write_json
 from shapo_jax.training.cli import add_env_option_argument, merge_env_options
 from shapo_jax.training.devices import (
     ENV_AXIS,
-    LAPACK_INLINE_WORK,
+    env_pieces,
+    lapack_batch_limit,
     make_mesh,
-    needs_lapack,
     use_cpu_devices,
 )
 
@@ -104,25 +104,6 @@ def random_controls(model: mujoco.MjModel, num_envs: int, steps: int, seed: int)
     low[limited], high[limited] = model.actuator_ctrlrange[limited].T
     rng = np.random.default_rng(seed + 1)
     return rng.uniform(low, high, (steps, num_envs, model.nu)).astype(np.float32)
-
-
-def safe_device_batch(model: mujoco.MjModel, platform: str) -> int | None:
-    """The largest batch per CPU device whose batched Cholesky runs inline (None: no limit,
-    the platform is not a CPU or MJX needs no LAPACK for this model)."""
-    if platform != "cpu" or not needs_lapack(model):
-        return None
-    return max(1, (LAPACK_INLINE_WORK - 1) // max(model.nv**3 // 3, 1))
-
-
-def split_pieces(per_device: int, limit: int | None) -> int:
-    """Sequential pieces per device: the fewest that divide `per_device` evenly into pieces of
-    at most `limit` envs."""
-    if limit is None or per_device <= limit:
-        return 1
-    pieces = -(-per_device // limit)
-    while per_device % pieces:
-        pieces += 1
-    return pieces
 
 
 # ------------------------------------------------------------------------------------- MJX
@@ -313,9 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if n % len(devices):
         sys.exit(f"error: --num-envs {n} is not divisible by the {len(devices)} devices; "
                  f"use a multiple of {len(devices)}")
-    per_device = n // len(devices)
-    limit = args.max_device_batch or safe_device_batch(model, platform)
-    pieces = split_pieces(per_device, limit)
+    limit = args.max_device_batch or lapack_batch_limit(env, platform)
+    pieces = env_pieces(n, len(devices), 1, limit)  # the trainer's rule (environments.md §13)
     piece = n // pieces
     log(f"{args.env}: nq={model.nq} nv={model.nv} nu={model.nu}, {frame_skip} sub-steps of "
         f"{model.opt.timestep} s per env step; MJX on {len(devices)} {platform} device(s) "
