@@ -14,7 +14,10 @@ the pieces the trainer steps it in), compiled once and then timed in interleaved
   policy     the same `rollout` driven by the actor network, as one member vmapped like the
              trainer's (`jax.vmap` with the member axis name);
   train      `TrainingProgram`'s compiled call of `--updates` whole updates (rollout,
-             advantages, multiplier, policy and critic update), as shapo-train runs it.
+             advantages, multiplier, policy and critic update), as shapo-train runs it;
+  policy, <algo> state   the `policy` stage from the first algorithm's training state as it
+             stands after each round's train call (the learning actor, the envs where
+             training left them): the physics' cost depends on the actions.
 
 The differences between consecutive stages are where the trainer's time goes: resets and
 bookkeeping, the actor, the learning.
@@ -65,7 +68,7 @@ def main() -> None:
     steps = args.num_envs * args.rollout_length
     stages: dict[str, object] = {}  # name -> (compiled fn, args, env steps per call)
 
-    programs = {}
+    programs, holders = {}, {}
     for algo in args.algos:
         config = TrainConfig(env=args.env, algo=algo, num_envs=args.num_envs,
                              rollout_length=args.rollout_length, **overrides)
@@ -83,6 +86,7 @@ def main() -> None:
             return metrics
 
         stages[f"train {algo}"] = (train, (hp,), steps * args.updates)
+        holders[algo] = holder
 
     program = next(iter(programs.values()))[0]
     trainer, env = program.trainer, program.env
@@ -135,7 +139,13 @@ def main() -> None:
         compiled = jax.jit(fn, in_shardings=shard).lower(*fn_args).compile()
         compile_s[name] = time.perf_counter() - tic
         stages[name] = (compiled, fn_args, steps)
-    order = ["env", "rollout", "policy"] + [f"train {a}" for a in args.algos]
+    # The policy rollout again, from the first algorithm's training state as it stands: the
+    # actor as it learns and the envs where training left them.
+    first = args.algos[0]
+    stages[f"policy, {first} state"] = (
+        lambda k, c=stages["policy"][0], h=holders[first]: c(h["state"], k), (key,), steps)
+    order = (["env", "rollout", "policy"] + [f"train {a}" for a in args.algos]
+             + [f"policy, {first} state"])
 
     for name in order:  # warm-up
         fn, fn_args, _ = stages[name]
