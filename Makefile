@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean crosscheck crosscheck-setup crosscheck-usage
 
 setup: $(STAMP)
 
@@ -28,5 +28,29 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Cross-check on the original Safety-Gymnasium 1.0.0 (README, "Cross-check on the original
+# Safety-Gymnasium"): a second venv, set up once, runs a policy exported from a run directory
+# on the original task.   make crosscheck RUN=runs/demo EPISODES=16 [SEED=0]
+XC_PYTHON ?= $(PYTHON)
+XC_VENV := .venv-crosscheck
+XC_BIN := $(XC_VENV)/bin
+XC_STAMP := $(XC_VENV)/.installed
+EPISODES ?= 16
+SEED ?= 0
+
+crosscheck-setup: $(XC_STAMP)
+
+$(XC_STAMP): scripts/crosscheck_setup.py
+	test -x $(XC_BIN)/python || $(XC_PYTHON) -m venv $(XC_VENV)
+	$(XC_BIN)/python scripts/crosscheck_setup.py
+	touch $(XC_STAMP)
+
+crosscheck-usage:
+	@test -n "$(RUN)" || { echo "usage: make crosscheck RUN=<run directory> [EPISODES=16] [SEED=0]" >&2; exit 2; }
+
+crosscheck: crosscheck-usage setup crosscheck-setup
+	$(BIN)/shapo-export $(RUN) --out $(RUN)/policy.npz
+	$(XC_BIN)/python scripts/crosscheck.py $(RUN)/policy.npz --episodes $(EPISODES) --seed $(SEED)
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(XC_VENV) runs .pytest_cache

@@ -4,10 +4,21 @@
     state = env.reset(key); state = env.step(state, action); cost = state.info["cost"]
 """
 
-from envs.registry import check_overrides, list_envs, make, register, valid_overrides
-from envs.tiny import TinyHazardNav
-from envs.tiny import _factory as _tiny_factory
-from envs.wrappers import TimeLimit, WithCost
+from envs.quiet_mjx import import_mjx_quietly
+
+import_mjx_quietly()  # first: Brax imports MuJoCo MJX, which prints a notice without Warp
+
+from envs.actions import action_bounds  # noqa: E402
+from envs.registry import (  # noqa: E402
+    check_overrides,
+    list_envs,
+    make,
+    register,
+    valid_overrides,
+)
+from envs.tiny import TinyHazardNav  # noqa: E402
+from envs.tiny import _factory as _tiny_factory  # noqa: E402
+from envs.wrappers import TimeLimit, WithCost  # noqa: E402
 
 register(
     "TinyHazardNav",
@@ -17,5 +28,5 @@ register(
 from envs import locomotion as _locomotion  # noqa: E402, F401
 from envs import navigation as _navigation  # noqa: E402, F401
 
-__all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "check_overrides", "list_envs", "make",
-           "register", "valid_overrides"]
+__all__ = ["TimeLimit", "TinyHazardNav", "WithCost", "action_bounds", "check_overrides",
+           "list_envs", "make", "register", "valid_overrides"]

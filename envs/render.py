@@ -10,8 +10,9 @@ Two renderers:
   packages has neither, and `render_mujoco` then raises `RendererUnavailableError`.
 * `render_topdown`: any planar task from plain arrays (robot xy, goal xy, hazard centres and
   radii, ...), drawn with matplotlib; works everywhere. `render_rollout` uses it for
-  TinyHazardNav, and for Brax/MJX tasks when no OpenGL platform is available it raises
-  `RendererUnavailableError` saying so.
+  TinyHazardNav and for the navigation tasks (whose goal and hazards are positions, not
+  bodies a MuJoCo scene would show: docs/environments.md §8), and for Brax/MJX tasks when no
+  OpenGL platform is available it raises `RendererUnavailableError` saying so.
 """
 
 from __future__ import annotations
@@ -146,6 +147,29 @@ def render_tiny_hazard_nav(env: Any, states: Any, size: tuple[int, int] = (256, 
     return np.stack(frames)
 
 
+def render_navigation_topdown(env: Any, states: Any,
+                              size: tuple[int, int] = (256, 256)) -> Frames:
+    """Top-down frames of a navigation task's rollout (states: list or stacked pytree): the
+    robot and its trail, the goal and the hazards (vases, buttons and gremlins are not drawn)
+    over the placement area with a margin of 0.5 (the robot may leave it: there are no walls).
+    """
+    config = env.unwrapped.config
+    steps = unstack_states(states)
+    positions = np.stack([np.asarray(s.pipeline_state.data.qpos[:2]) for s in steps])
+    xmin, ymin, xmax, ymax = (float(v) for v in config.extents)
+    extent = (xmin - 0.5, xmax + 0.5, ymin - 0.5, ymax + 0.5)
+    frames = []
+    for t, s in enumerate(steps):
+        ps = s.pipeline_state
+        frames.append(render_topdown(
+            positions[t], goal_xy=np.asarray(ps.goal_xy), goal_radius=config.goal_size,
+            hazards_xy=np.asarray(ps.hazards_xy), hazard_radii=config.hazard_size,
+            extent=extent, size=size, robot_radius=0.1, trail_xy=positions[: t + 1],
+            title=f"t={t}  cost={float(s.info.get('cost', 0.0)):.0f}",
+        ))
+    return np.stack(frames)
+
+
 # --------------------------------------------------------------------------------------------
 # MuJoCo off-screen rendering of Brax/MJX environments.
 
@@ -232,14 +256,17 @@ def render_rollout(env: Any, states: Any, *, size: tuple[int, int] | None = None
                    **kwargs: Any) -> Frames:
     """Frames of a rollout of a registered environment (states: list or stacked pytree).
 
-    Brax/MJX environments go through `render_mujoco`; TinyHazardNav through `render_topdown`.
-    Other planar tasks can call `render_topdown` with their own arrays.
+    Brax/MJX environments go through `render_mujoco`; TinyHazardNav and the navigation tasks
+    through `render_topdown`. Other planar tasks can call `render_topdown` with their own arrays.
     """
+    from envs.navigation.task import SafetyNavigation
     from envs.tiny import TinyHazardNav
 
     inner = env.unwrapped
     if isinstance(inner, TinyHazardNav):
         return render_tiny_hazard_nav(env, states, size=size or (256, 256))
+    if isinstance(inner, SafetyNavigation):
+        return render_navigation_topdown(env, states, size=size or (256, 256))
     sys = getattr(inner, "sys", None)
     if sys is None or getattr(sys, "mj_model", None) is None:
         raise RendererUnavailableError(

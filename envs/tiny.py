@@ -55,6 +55,11 @@ class TinyHazardNav(Env):
         return 6
 
     @property
+    def observation_blocks(self) -> list[tuple[str, int]]:
+        """Names and sizes of the observation's blocks, in order."""
+        return [("position", 2), ("goal_offset", 2), ("hazard_offset", 2)]
+
+    @property
     def action_size(self) -> int:
         return 2
 

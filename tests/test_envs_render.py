@@ -73,3 +73,18 @@ def test_unrenderable_env_raises_clear_error():
 
     with pytest.raises(render.RendererUnavailableError, match="render_topdown"):
         render.render_rollout(Plain(), [None])
+
+
+def test_navigation_rollout_is_drawn_from_above():
+    """The navigation tasks' goal and hazards are positions, not bodies: `render_rollout` draws
+    them, and the robot, from above where the state says they are."""
+    env = envs.make("SafetyPointGoal1")
+    state = jax.jit(env.reset)(jax.random.PRNGKey(int(np.random.default_rng().integers(1000))))
+    frames = render.render_rollout(env, [state, state], size=(200, 200))
+    assert frames.shape == (2, 200, 200, 3)
+    extent, size = (-2.0, 2.0, -2.0, 2.0), (200, 200)  # extents [-1.5, 1.5]^2 and a margin
+    ps = state.pipeline_state
+    assert _is(frames[0][_pixel(*np.asarray(ps.data.qpos[:2]), extent, size)], render.ROBOT_RGB)
+    assert _is(frames[0][_pixel(*np.asarray(ps.goal_xy), extent, size)], render.GOAL_RGB)
+    for hazard in np.asarray(ps.hazards_xy):
+        assert _is(frames[0][_pixel(*hazard, extent, size)], render.HAZARD_RGB)

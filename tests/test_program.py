@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,14 @@ def test_lower_stages_never_import_from_above(package):
 
 
 def tracked_text_files() -> list[Path]:
-    skip = {".git", ".venv", "runs", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    """The project's text files: tracked or not yet added, never what .gitignore excludes
+    (virtualenvs, runs, caches)."""
     suffixes = {".py", ".md", ".sh", ".toml", ".ipynb", ".txt", ".json", ".cfg"}
-    return [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in suffixes
-            and not skip & set(p.relative_to(ROOT).parts)]
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    paths = [ROOT / name for name in listed.splitlines()]
+    assert paths, "git ls-files listed nothing"
+    return [p for p in paths if p.is_file() and p.suffix in suffixes]
 
 
 def test_every_cited_document_section_exists():

@@ -19,7 +19,7 @@ from shapo_jax.experiments.stats import (
     student_t_quantile,
     summarize_runs,
 )
-from shapo_jax.experiments.sweep import SweepResult, run_sweep
+from shapo_jax.experiments.sweep import SweepResult, member_run_name, run_sweep
 from shapo_jax.experiments.table import COLUMNS, read_table, table_paths
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "final_metrics",
     "group_members",
     "learning_curves",
+    "member_run_name",
     "pareto_front",
     "plot_learning_curves",
     "plot_pareto",

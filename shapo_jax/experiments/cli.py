@@ -5,6 +5,7 @@
     shapo-sweep --config sweep.json --out runs/sweep     # flags override the file
     shapo-sweep --out runs/sweep ...                     # same command again: resumes
     shapo-plot runs/sweep --out figures/sweep
+    tensorboard --logdir runs/sweep/tensorboard         # one TensorBoard run per member
 
 A config file is JSON with the keys of `SweepSpec.from_dict`: algos, envs, grid (field ->
 values), seeds (count or list), seed (base), set (TrainConfig overrides), env_set (per-task
@@ -23,8 +24,10 @@ from shapo_jax.training.cli import (
     add_cpu_devices_argument,
     add_distributed_arguments,
     add_env_option_argument,
+    add_logging_arguments,
     apply_cpu_devices,
     distributed_options,
+    logging_options,
     merge_env_options,
     parse_override_value,
     stall_timeout,
@@ -62,6 +65,7 @@ def build_sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="runs/sweep", help="sweep directory")
     add_distributed_arguments(parser, "let each process run its share of the groups")
     add_cpu_devices_argument(parser)
+    add_logging_arguments(parser, "member", "OUT")
     parser.add_argument("--dry-run", action="store_true", help="list the groups and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -125,6 +129,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
         spec = spec_from_args(args)
         distributed = distributed_options(args)
         timeout = stall_timeout(args)
+        tensorboard, wandb = logging_options(args)
         groups = group_members(expand_grid(spec), spec.max_group_size)
         import envs
 
@@ -150,7 +155,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_sweep(spec, args.out, progress=None if args.quiet else sys.stderr,
-                           stall_timeout=timeout)
+                           stall_timeout=timeout, tensorboard=tensorboard, wandb=wandb)
     except ValueError as error:
         _fail("shapo-sweep", str(error))
     print(json.dumps({"out": str(result.out), "table": str(result.table),

@@ -31,6 +31,7 @@ from shapo_jax.experiments.stats import (  # noqa: E402
 )
 from shapo_jax.experiments.table import read_table  # noqa: E402
 from shapo_jax.io import atomic_save, atomic_write_text  # noqa: E402
+from shapo_jax.metrics.plots import step_axis  # noqa: E402
 from shapo_jax.training.config import TrainConfig  # noqa: E402
 from shapo_jax.training.hyperparameters import traced_setting  # noqa: E402
 
@@ -100,7 +101,7 @@ def plot_learning_curves(rows: list[dict[str, Any]], env: str, stem: str | os.Pa
         if key == "episode_cost":
             for limit in _cost_limits(rows):
                 ax.axhline(limit, color="k", ls="--", lw=1)
-        ax.set_xlabel("environment steps")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -1,12 +1,15 @@
 """Running a sweep: each group's members trained by one `TrainingProgram` (the program
 shapo-train uses: members vmapped in one compiled program, the env axis sharded over this
 process's devices), rows appended to the table after every log chunk, progress on stderr,
-and resumption of an interrupted sweep.
+and resumption of an interrupted sweep. Every member also gets a TensorBoard run of its own,
+`OUT/tensorboard/<member_run_name>/` (the metrics shapo-train logs, against env steps), and,
+with `wandb`, a W&B run of that name, grouped by the sweep directory's name.
 
 Resumption: a run counts as done only once its whole group finished and the manifest says so
 (see `table`). Restarting `run_sweep` on the same directory skips every complete run and
 trains the others again from scratch (their partial rows are dropped first); no per-group
-checkpoint is kept, so at most one group's progress per process is repeated.
+checkpoint is kept, so at most one group's progress per process is repeated. A run trained
+again starts its TensorBoard run afresh (its event directory is replaced) and a new W&B run.
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ from shapo_jax.experiments.table import (
     table_path,
 )
 from shapo_jax.io import atomic_write_json
+from shapo_jax.metrics import (
+    RunLogger,
+    TensorBoardWriter,
+    WandbRuns,
+    WandbSettings,
+    import_wandb,
+    log_records,
+)
+from shapo_jax.metrics.tensorboard import TENSORBOARD_DIR
 from shapo_jax.training.config import TrainConfig
 from shapo_jax.training.devices import make_mesh
 from shapo_jax.training.hyperparameters import Hyperparameters
@@ -52,6 +64,25 @@ from shapo_jax.training.watchdog import Watchdog
 def group_hyperparameters(members: tuple[Member, ...] | list[Member]) -> Hyperparameters:
     """The members' traced settings stacked on a leading axis."""
     return member_hyperparameters([m.hp_dict for m in members])
+
+
+def _setting_text(value: float) -> str:
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def member_run_name(member: Member, axes: tuple[str, ...] | list[str]) -> str:
+    """The member's run name for TensorBoard and W&B: algorithm, task, its values on the
+    sweep's grid `axes` and its seed, e.g. `shapo_ppo_lag-TinyHazardNav-delta_down=0.005-seed_1`.
+    The other settings are the same for every member of a task and algorithm, so the name is
+    unique in the sweep."""
+    settings = [f"{axis}={_setting_text(member.hp_dict[axis])}" for axis in sorted(axes)]
+    return "-".join([member.algo, member.env, *settings, f"seed_{member.seed}"])
+
+
+def _member_config(member: Member, out: Path) -> dict[str, Any]:
+    return {**member.full_config().to_dict(), "run_id": member.run_id,
+            "group_id": member.group_id, "sweep_dir": str(out)}
 
 
 class Progress:
@@ -129,10 +160,15 @@ def _rows(group_members: tuple[Member, ...], metrics: dict[str, np.ndarray], don
 
 def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: TableWriter,
               manifest: Manifest, progress: Progress | None = None,
-              on_chunk: ChunkCallback | None = None) -> None:
+              on_chunk: ChunkCallback | None = None,
+              loggers: tuple[RunLogger, ...] = (), names: list[str] | None = None) -> None:
     """Train `members` (part or all of `group`) in one program, appending rows per log chunk
-    and marking the runs complete at the end."""
+    and marking the runs complete at the end. Each `loggers` gets every member's records (the
+    metrics shapo-train logs) as the run named `names[i]` (default: the run ids)."""
     config = group.config
+    names = [m.run_id for m in members] if names is None else list(names)
+    if len(names) != len(members):
+        raise ValueError(f"run_group: {len(names)} names for {len(members)} members")
     program = program_for(config, mesh)
     advice = program.batching_note(len(members))
     if advice and progress is not None:
@@ -154,6 +190,14 @@ def run_group(group: Group, members: tuple[Member, ...], mesh: Mesh, writer: Tab
         run_steps = chunk.updates * config.env_steps_per_update
         rows = _rows(members, chunk.metrics, done, config, run_steps / chunk.seconds)
         writer.append(rows)
+        if loggers:
+            records = log_records(chunk.metrics, chunk.env_steps,
+                                  {"sps": run_steps / chunk.seconds, "update": done},
+                                  seeds=[m.seed for m in members])
+            for logger in loggers:
+                for name, record in zip(names, records, strict=True):
+                    logger.write(name, [record])
+                logger.flush()
         if progress is not None:
             progress.update(steps=run_steps * len(members),
                             label=f"{group.label} {done}/{config.num_updates}",
@@ -184,6 +228,8 @@ def run_sweep(
     progress: TextIO | None = sys.stderr,
     on_chunk: ChunkCallback | None = None,
     stall_timeout: float | None = None,
+    tensorboard: bool = True,
+    wandb: WandbSettings | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep `spec` in directory `out`; see the module docstring.
 
@@ -191,8 +237,11 @@ def run_sweep(
     process runs its strided share of the groups on `devices` (default: its local devices).
     `on_chunk(group, updates_done, rows)` is called after each log chunk's rows are written.
     `stall_timeout`: seconds without a finished chunk after which the process reports and
-    exits (`Watchdog`; None: never).
+    exits (`Watchdog`; None: never). `tensorboard`: an event directory per member under
+    `out/tensorboard/`; `wandb`: a W&B run per member (needs the wandb package).
     """
+    if wandb is not None:
+        import_wandb()  # missing or too old: a ValueError now, before anything compiles
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = jax.process_index() if process_index is None else process_index
@@ -228,11 +277,38 @@ def run_sweep(
         if on_chunk is not None:
             on_chunk(group, done, rows)
 
+    def group_loggers(members: tuple[Member, ...], names: list[str]) -> list[RunLogger]:
+        loggers: list[RunLogger] = []
+        if tensorboard:
+            events = TensorBoardWriter(out / TENSORBOARD_DIR)
+            for name in names:  # trained from scratch: any earlier events are stale
+                events.remove_run(name)
+            loggers.append(events)
+        if wandb is not None:
+            runs = WandbRuns(wandb, group=out.resolve().name, directory=out)
+            loggers.append(runs)
+            try:
+                for member, name in zip(members, names, strict=True):
+                    runs.open(name, _member_config(member, out))
+            except BaseException:
+                for logger in loggers:
+                    logger.close()
+                raise
+        return loggers
+
+    axes = tuple(spec.grid)
     try:
         with watchdog:
             for group, members in pending:
                 watchdog.beat(f"{group.label}: compiling and running its first chunk")
-                run_group(group, members, mesh, writer, manifest, bar, chunk_done)
+                names = [member_run_name(m, axes) for m in members]
+                loggers = group_loggers(members, names)
+                try:
+                    run_group(group, members, mesh, writer, manifest, bar, chunk_done,
+                              loggers=tuple(loggers), names=names)
+                finally:
+                    for logger in loggers:
+                        logger.close()
     finally:
         bar.close()
     diverged = sorted(diverged_runs(read_rows(writer.path)))

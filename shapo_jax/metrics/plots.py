@@ -16,8 +16,32 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from shapo_jax.io import atomic_save  # noqa: E402
+
+_STEP_UNITS = ((1e9, "B"), (1e6, "M"), (1e3, "k"))
+
+
+def format_steps(value: float, _position: int | None = None) -> str:
+    """A step count as a short tick label: 0, 950, 200k, 1.5M, 2B (three significant digits),
+    so that the ticks of a long run do not print as overlapping raw numbers. Also a
+    matplotlib tick function (`FuncFormatter(format_steps)`)."""
+    value = float(value)
+    if value == 0:
+        return "0"
+    sign, size = ("-" if value < 0 else ""), abs(value)
+    for scale, unit in _STEP_UNITS:
+        number = float(f"{size / scale:.3g}")  # rounded first: 999,999 is "1M", not "1000k"
+        if number >= 1:
+            return f"{sign}{number:g}{unit}"
+    return f"{sign}{float(f'{size:.3g}'):g}"
+
+
+def step_axis(ax) -> None:
+    """Label the x axis of `ax` as environment steps with `format_steps` ticks."""
+    ax.xaxis.set_major_formatter(FuncFormatter(format_steps))
+    ax.set_xlabel("environment steps")
 
 
 def plot_training(
@@ -51,7 +75,7 @@ def plot_training(
                             color=color, label=f"seed {seed}: {name}", **style)
         if key == "episode_cost" and cost_limit is not None:
             ax.axhline(cost_limit, color="k", linestyle="--", linewidth=1, label="cost limit")
-        ax.set_xlabel("environment steps")
+        step_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)

@@ -1,5 +1,6 @@
 """Stage 1 of the data flow: stepping environments and collecting transitions."""
 
+import envs.quiet_mjx  # noqa: F401  (first: MuJoCo MJX without Warp's notice)
 from shapo_jax.rollout.episodes import (
     EpisodeSummary,
     EpisodeTracker,

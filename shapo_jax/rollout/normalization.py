@@ -44,7 +44,10 @@ def update_statistics(stats: RunningStatistics, batch: jax.Array) -> RunningStat
     return RunningStatistics(mean=mean, sum_squared_deviations=ssd, count=total)
 
 
-def normalize(stats: RunningStatistics, x: jax.Array, clip: float = 10.0) -> jax.Array:
+OBS_CLIP = 10.0  # normalised observations are clipped to +-OBS_CLIP
+
+
+def normalize(stats: RunningStatistics, x: jax.Array, clip: float = OBS_CLIP) -> jax.Array:
     """(x - mean) / std, clipped to +-clip; the identity before any data were seen."""
     std = jnp.sqrt(stats.variance + 1e-8)
     seen = stats.count > 0

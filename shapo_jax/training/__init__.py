@@ -1,6 +1,7 @@
 """Tying the stages together: configuration, the jitted trainer, the host-side program,
 checkpoints and the CLI."""
 
+import envs.quiet_mjx  # noqa: F401  (first: MuJoCo MJX without Warp's notice)
 from shapo_jax.training.config import TrainConfig
 from shapo_jax.training.hyperparameters import (
     TRACED_SETTINGS,

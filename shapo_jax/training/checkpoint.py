@@ -55,6 +55,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The steps of the complete checkpoints under `directory`, oldest first."""
+        return sorted(int(step) for step in self.manager.all_steps())
+
     def restore(self, target: Any, step: int | None = None) -> tuple[int, Any]:
         """Restore into the structure, shapes and shardings of `target` (an abstract state)."""
         step = self.latest_step() if step is None else step

@@ -6,7 +6,8 @@
     shapo-train --env SafetyPointButton1 --env-option solver=cg --env-option jacobian=sparse
 
 Writes DIR/config.json, DIR/metrics.jsonl (one JSON object per log point and seed),
-DIR/checkpoints/ (orbax, full state) and DIR/training.png.
+DIR/tensorboard/seed_<s>/ (TensorBoard event files: tensorboard --logdir DIR/tensorboard),
+DIR/checkpoints/ (orbax, full state) and DIR/training.png; --wandb logs to Weights & Biases.
 """
 
 from __future__ import annotations
@@ -54,8 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     add_distributed_arguments(parser, "shard the envs over the devices of all processes")
     add_cpu_devices_argument(parser)
+    add_logging_arguments(parser, "seed", "DIR")
     parser.add_argument("--no-plot", action="store_true")
     return parser
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, unit: str, directory: str) -> None:
+    """--no-tensorboard and --wandb/--wandb-project/--wandb-entity, shared by shapo-train
+    (`unit` "seed") and shapo-sweep ("member"); see `logging_options`."""
+    group = parser.add_argument_group(
+        "logging", f"TensorBoard and Weights & Biases: every metric of metrics.jsonl, one "
+                   f"run per {unit}, against env steps")
+    group.add_argument("--no-tensorboard", action="store_true",
+                       help=f"write no TensorBoard event files (default: one run per {unit} "
+                            f"under {directory}/tensorboard/)")
+    group.add_argument("--wandb", action="store_true",
+                       help=f"also log to Weights & Biases, one W&B run per {unit} grouped by "
+                            f"the name of {directory} (needs: pip install wandb)")
+    group.add_argument("--wandb-project", metavar="NAME",
+                       help="the W&B project (with --wandb; default shapo-jax)")
+    group.add_argument("--wandb-entity", metavar="NAME",
+                       help="the W&B user or team (with --wandb; default: yours)")
+
+
+def logging_options(args: argparse.Namespace) -> tuple[bool, Any]:
+    """(TensorBoard on, WandbSettings or None) of the flags; raises ValueError naming a bad
+    value, or when --wandb is given but the wandb package is missing (`pip install wandb`),
+    so the CLIs refuse it before anything compiles."""
+    from shapo_jax.metrics.wandb_runs import DEFAULT_PROJECT, WandbSettings, import_wandb
+
+    if not args.wandb:
+        given = [flag for flag, value in (("--wandb-project", args.wandb_project),
+                                          ("--wandb-entity", args.wandb_entity))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} given without --wandb: add --wandb to log "
+                             "to Weights & Biases, or drop them")
+        return not args.no_tensorboard, None
+    settings = WandbSettings(project=DEFAULT_PROJECT if args.wandb_project is None
+                             else args.wandb_project, entity=args.wandb_entity)
+    import_wandb()
+    return not args.no_tensorboard, settings
 
 
 def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
@@ -230,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args, base)
         distributed = distributed_options(args)
         timeout = stall_timeout(args)
+        tensorboard, wandb = logging_options(args)
     except (ValueError, TypeError, json.JSONDecodeError) as error:
         _fail(str(error))
 
@@ -246,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         env = config.make_env()
-        runner = Runner(config, env, out, resume=bool(args.resume), stall_timeout=timeout)
+        runner = Runner(config, env, out, resume=bool(args.resume), stall_timeout=timeout,
+                        tensorboard=tensorboard, wandb=wandb)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     summary = runner.train(plot=not args.no_plot)
