@@ -17,7 +17,10 @@ the pieces the trainer steps it in), compiled once and then timed in interleaved
              advantages, multiplier, policy and critic update), as shapo-train runs it;
   policy, <algo> state   the `policy` stage from the first algorithm's training state as it
              stands after each round's train call (the learning actor, the envs where
-             training left them): the physics' cost depends on the actions.
+             training left them): the physics' cost depends on the actions;
+  env, <algo> actions    the `env` stage (vmapped `env.step` alone, no actor, no resets) from
+             that state, replaying the actions its policy takes there (drawn before the
+             clock starts): the raw env rate under the learning policy's actions.
 
 The differences between consecutive stages are where the trainer's time goes: resets and
 bookkeeping, the actor, the learning.
@@ -56,7 +59,7 @@ def main() -> None:
     from shapo_jax.training import TrainConfig
     from shapo_jax.training.cli import parse_override_value
     from shapo_jax.training.devices import ENV_AXIS, make_mesh
-    from shapo_jax.training.program import MEMBER_AXIS, TrainingProgram
+    from shapo_jax.training.program import TrainingProgram
     from shapo_jax.training.runner import broadcast_hyperparameters
 
     overrides = {}
@@ -113,13 +116,15 @@ def main() -> None:
                       env_pieces=pieces)
         return out[0], out[2].reward.sum()
 
-    def member_rollout(state, key):
-        def one(s, k):
-            out = rollout(env, trainer.policy(s), s.env_state, s.tracker, k,
-                          args.rollout_length, vmap_axis_name=MEMBER_AXIS, env_pieces=pieces)
-            return out[0], out[2].reward.sum()
+    def member_trajectory(state, key):
+        """The one member's rollout as the trainer runs it: unbatched (program.py)."""
+        s = jax.tree_util.tree_map(lambda x: x[0], state)
+        return rollout(env, trainer.policy(s), s.env_state, s.tracker, key,
+                       args.rollout_length, env_pieces=pieces)
 
-        return jax.vmap(one, axis_name=MEMBER_AXIS)(state, key[None])
+    def member_rollout(state, key):
+        out = member_trajectory(state, key)
+        return out[0], out[2].reward.sum()
 
     key = jax.random.PRNGKey(1)
     first_env = jax.tree_util.tree_map(lambda x: x[0], env_state)
@@ -144,16 +149,44 @@ def main() -> None:
     first = args.algos[0]
     stages[f"policy, {first} state"] = (
         lambda k, c=stages["policy"][0], h=holders[first]: c(h["state"], k), (key,), steps)
+
+    # The learning policy's actions from the training state, replayed by the bare physics.
+    def policy_actions(state, key):
+        return member_trajectory(state, key)[2].action
+
+    def replay(env_state, actions):
+        step = vmap_in_pieces(env.step, pieces)
+
+        def body(s, action):
+            s = step(s, action)
+            return s, s.reward.sum()
+
+        return jax.lax.scan(body, env_state, actions)
+
+    draw = jax.jit(policy_actions, in_shardings=(shardings, None))
+    replayed = jax.jit(replay, in_shardings=(env_split, None))
+    first_member = jax.jit(lambda s: jax.tree_util.tree_map(lambda x: x[0], s.env_state),
+                           out_shardings=env_split)
+
+    def replay_inputs(h=holders[first]):
+        """(env state, actions) of member 0 as training left it (computed off the clock)."""
+        return (first_member(h["state"]), jax.block_until_ready(draw(h["state"], key)))
+
+    stages[f"env, {first} actions"] = (replayed, replay_inputs, steps)
     order = (["env", "rollout", "policy"] + [f"train {a}" for a in args.algos]
-             + [f"policy, {first} state"])
+             + [f"policy, {first} state", f"env, {first} actions"])
+
+    def inputs(fn_args):
+        return fn_args() if callable(fn_args) else fn_args
 
     for name in order:  # warm-up
         fn, fn_args, _ = stages[name]
-        jax.block_until_ready(fn(*fn_args))
+        jax.block_until_ready(fn(*inputs(fn_args)))
     seconds: dict[str, list[float]] = {name: [] for name in order}
     for _ in range(args.rounds):
         for name in order:
             fn, fn_args, _ = stages[name]
+            fn_args = jax.block_until_ready(inputs(fn_args))
             tic = time.perf_counter()
             jax.block_until_ready(fn(*fn_args))
             seconds[name].append(time.perf_counter() - tic)
@@ -167,6 +200,10 @@ def main() -> None:
     for name in order:
         print(f"| {name} | {rates[name]:,.0f} | {rates[name] / rates['env']:.2f} | "
               f"{1e3 * 1000 / rates[name]:.2f} |")
+    reference = rates[f"env, {first} actions"]
+    print("against the physics under the learning policy's actions (env, "
+          f"{first} actions): " + ", ".join(
+              f"train {a} {rates[f'train {a}'] / reference:.2f}" for a in args.algos))
     for algo, (_, seconds_compile) in programs.items():
         print(f"compile {algo}: {seconds_compile:.1f} s", end="; ")
     print(", ".join(f"compile {k}: {v:.1f} s" for k, v in compile_s.items()))

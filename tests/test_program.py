@@ -174,3 +174,43 @@ def test_no_path_of_a_particular_machine():
     for path in tracked_text_files():
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             assert not pattern.search(line), f"{path}:{number}: {line.strip()}"
+
+
+# ----- one member runs without a member axis ----------------------------------------------
+
+def test_one_member_runs_unbatched_and_agrees_with_the_batched_run():
+    """A program of one member drops the member axis inside its compiled call (a size-one
+    axis costs XLA:CPU a fifth of the rollout, BENCHMARKS.md): the state keeps its layout
+    (what checkpoints hold), and the numbers are the vmapped run's, up to rounding."""
+    import jax
+
+    from shapo_jax.training.devices import make_mesh
+    from shapo_jax.training.program import MEMBER_AXIS, TrainingProgram
+    from shapo_jax.training.runner import broadcast_hyperparameters
+
+    seed = int(np.random.default_rng().integers(0, 10_000))
+    config = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=16,
+                         rollout_length=50, num_minibatches=2, update_epochs=1,
+                         hidden_sizes=(16,), total_steps=1600, seed=seed)
+    program = TrainingProgram(config, make_mesh())
+    hp = broadcast_hyperparameters(config, 1)
+    state = program.init([seed], hp)
+    trainer = program.trainer_for(1)
+    batched = jax.jit(jax.vmap(lambda s, h: trainer.run(s, 2, h), axis_name=MEMBER_AXIS))
+    want_state, want = batched(state, hp)
+    got_state, got = program.compiled_chunk(state, hp, 2)(state, hp)  # donates `state`
+    assert (jax.tree_util.tree_structure(got_state)
+            == jax.tree_util.tree_structure(want_state))
+    for a, b in zip(jax.tree_util.tree_leaves(got_state), jax.tree_util.tree_leaves(want_state),
+                    strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+    assert got.keys() == want.keys()
+    for key in got:
+        assert np.shape(got[key]) == (1, 2), key
+    # The first update's rollout and losses agree to rounding; later ones may drift a little
+    # (Adam turns the rounding of near-zero gradients into whole steps).
+    for key in ("episode_return", "cost_rate", "reward_rate", "actor_objective", "value_loss"):
+        np.testing.assert_allclose(np.asarray(got[key])[0, 0], np.asarray(want[key])[0, 0],
+                                   rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(np.asarray(got_state.env_state.obs),
+                               np.asarray(want_state.env_state.obs), atol=1e-2)

@@ -123,6 +123,24 @@ class TrainingProgram:
                 env_pieces=train, eval_pieces=evaluation)
         return self._trainers[train, evaluation]
 
+    def _member_run(self, num_members: int, num_updates: int):
+        """(members' state, hp) -> (state, metrics) of `num_updates` updates, every array
+        with the leading member axis. One member runs unbatched (its axis dropped inside the
+        call, its resets a branch on its own envs): a member axis of size one costs XLA:CPU
+        about a fifth of the rollout's time (BENCHMARKS.md)."""
+        trainer = self.trainer_for(num_members)
+        if num_members > 1:
+            return jax.vmap(lambda s, h: trainer.run(s, num_updates, h), axis_name=MEMBER_AXIS)
+        train, evaluation = self.pieces(1)
+        single = make_train(self.config, self.env, env_pieces=train, eval_pieces=evaluation)
+
+        def run(state, hp):
+            drop = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)  # noqa: E731
+            add = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)  # noqa: E731
+            return add(single.run(drop(state), num_updates, drop(hp)))
+
+        return run
+
     def abstract_state(self, num_members: int, hp: Hyperparameters) -> TrainState:
         """Shapes, dtypes and shardings of the members' state (what a checkpoint restores)."""
         shape, shardings = self._layout(num_members, hp)
@@ -155,8 +173,7 @@ class TrainingProgram:
         count = jax.tree_util.tree_leaves(hp)[0].shape[0]
         if (count, num_updates) not in self._compiled:
             shardings = self.shardings(count, hp)
-            trainer = self.trainer_for(count)
-            run = jax.vmap(lambda s, h: trainer.run(s, num_updates, h), axis_name=MEMBER_AXIS)
+            run = self._member_run(count, num_updates)
             tic = time.perf_counter()
             self._compiled[count, num_updates] = jax.jit(
                 run, in_shardings=(shardings, None), out_shardings=(shardings, None),
