@@ -135,14 +135,23 @@ def render_tiny_hazard_nav(env: Any, states: Any, size: tuple[int, int] = (256, 
     inner = env.unwrapped
     steps = unstack_states(states)
     positions = np.stack([np.asarray(s.pipeline_state.position) for s in steps])
+    return _topdown_frames(
+        steps, positions, lambda ps: (np.asarray(ps.goal), np.asarray(ps.hazard)),
+        goal_radius=inner.goal_radius, hazard_radii=inner.hazard_radius,
+        extent=(-2.5, 2.5, -2.5, 2.5), size=size)
+
+
+def _topdown_frames(steps: list[Any], positions: np.ndarray, goal_and_hazards, *,
+                    size: tuple[int, int], **drawing: Any) -> Frames:
+    """`render_topdown` of each state: the robot at `positions[t]` with its trail, the goal
+    and hazards that `goal_and_hazards(pipeline_state)` returns, the step's cost as title."""
     frames = []
     for t, s in enumerate(steps):
-        ps = s.pipeline_state
+        goal_xy, hazards_xy = goal_and_hazards(s.pipeline_state)
         frames.append(render_topdown(
-            positions[t], goal_xy=np.asarray(ps.goal), goal_radius=inner.goal_radius,
-            hazards_xy=np.asarray(ps.hazard), hazard_radii=inner.hazard_radius,
-            extent=(-2.5, 2.5, -2.5, 2.5), size=size, trail_xy=positions[: t + 1],
-            title=f"t={t}  cost={float(s.info.get('cost', 0.0)):.0f}",
+            positions[t], goal_xy=goal_xy, hazards_xy=hazards_xy, size=size,
+            trail_xy=positions[: t + 1],
+            title=f"t={t}  cost={float(s.info.get('cost', 0.0)):.0f}", **drawing,
         ))
     return np.stack(frames)
 
@@ -158,16 +167,10 @@ def render_navigation_topdown(env: Any, states: Any,
     positions = np.stack([np.asarray(s.pipeline_state.data.qpos[:2]) for s in steps])
     xmin, ymin, xmax, ymax = (float(v) for v in config.extents)
     extent = (xmin - 0.5, xmax + 0.5, ymin - 0.5, ymax + 0.5)
-    frames = []
-    for t, s in enumerate(steps):
-        ps = s.pipeline_state
-        frames.append(render_topdown(
-            positions[t], goal_xy=np.asarray(ps.goal_xy), goal_radius=config.goal_size,
-            hazards_xy=np.asarray(ps.hazards_xy), hazard_radii=config.hazard_size,
-            extent=extent, size=size, robot_radius=0.1, trail_xy=positions[: t + 1],
-            title=f"t={t}  cost={float(s.info.get('cost', 0.0)):.0f}",
-        ))
-    return np.stack(frames)
+    return _topdown_frames(
+        steps, positions, lambda ps: (np.asarray(ps.goal_xy), np.asarray(ps.hazards_xy)),
+        goal_radius=config.goal_size, hazard_radii=config.hazard_size, extent=extent,
+        size=size, robot_radius=0.1)
 
 
 # --------------------------------------------------------------------------------------------

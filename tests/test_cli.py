@@ -15,6 +15,12 @@ import jax
 import jax.monitoring
 import numpy as np
 import pytest
+from helpers import (
+    SimulatedCrashError,
+    cli_error,
+    crash_after_update,
+    refusing_compilation,
+)
 
 import envs
 from shapo_jax.training import TrainConfig
@@ -112,23 +118,11 @@ def test_run_writes_metrics_config_plot_and_checkpoints(full_run, capsys):
 # ----- resume is the uninterrupted run ----------------------------------------------------
 
 
-class SimulatedCrashError(Exception):
-    pass
-
-
 def test_interrupted_and_extended_resume_equals_uninterrupted_run(full_run, tmp_path,
                                                                   monkeypatch):
     run = tmp_path / "run"
     # 1. A run of half the length, killed after update 3 was logged (its checkpoint: 2).
-    progress = Runner._progress
-
-    def crash_after_update_3(self, done, *args):
-        progress(self, done, *args)
-        if done == 3:
-            self.checkpointer.close()
-            raise SimulatedCrashError
-
-    monkeypatch.setattr(Runner, "_progress", crash_after_update_3)
+    crash_after_update(monkeypatch, 3)
     half = ["--total-steps", str(FULL_UPDATES // 2 * UPDATE_STEPS)]
     with pytest.raises(SimulatedCrashError):
         main(ARGS + half + ["--out", str(run), "--no-plot"])
@@ -245,31 +239,14 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started on bad input")
 
-    compilations: list[str] = []
-
-    def record(event: str, duration: float, **kwargs) -> None:
-        if "backend_compile" in event or "to_mlir" in event:
-            compilations.append(event)
-
     monkeypatch.setattr(runner_module.Runner, "train", refuse)
     monkeypatch.setattr(program_module.TrainingProgram, "compiled_chunk", refuse)
-    jax.monitoring.register_event_duration_secs_listener(record)
-    try:
+    with refusing_compilation():
         yield
-    finally:
-        jax.monitoring.unregister_event_duration_listener(record)
-    assert not compilations, f"compiled before rejecting the input: {compilations}"
 
 
 def run_cli_expecting_error(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 or lines[0].startswith("usage:"), err
-    return err
+    return cli_error(main, argv, capsys, usage_ok=True)
 
 
 TINY = ["--env", "TinyHazardNav", "--num-envs", "16", "--set", "rollout_length=50",

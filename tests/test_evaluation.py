@@ -3,7 +3,6 @@ against the JAX policy, the NumPy loader without JAX, the task's action box, and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import cli_error, refusing_compilation
 
 import envs
 from shapo_jax.policy import load_policy
@@ -328,23 +328,6 @@ def test_a_diverged_member_reports_that_and_no_figures(run_dir, tmp_path, capsys
 # ----- bad input: one clear message, exit status 2, before anything is compiled ---------
 
 
-@contextlib.contextmanager
-def refusing_compilation():
-    """Fail if any program is lowered or compiled inside the block."""
-    compilations: list[str] = []
-
-    def record(event: str, duration: float, **kwargs) -> None:
-        if "backend_compile" in event or "to_mlir" in event:
-            compilations.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(record)
-    try:
-        yield
-    finally:
-        jax.monitoring.unregister_event_duration_listener(record)
-    assert not compilations, f"compiled before rejecting the input: {compilations}"
-
-
 @pytest.fixture
 def no_compilation():
     with refusing_compilation():
@@ -382,14 +365,7 @@ IDS = ["member", "negative-member", "step", "missing-dir", "no-config", "bad-con
 
 
 def expect_error(main, argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return err
+    return cli_error(main, argv, capsys)
 
 
 @pytest.mark.parametrize(("run", "argv", "expected"), CASES, ids=IDS)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SimulatedCrashError, crash_after_update
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
@@ -114,23 +115,11 @@ def no_compilation(monkeypatch):
 # ----- shapo-train ------------------------------------------------------------------------
 
 
-class SimulatedCrashError(Exception):
-    pass
-
-
 def test_tensorboard_per_seed_equals_metrics_through_a_resume(tmp_path, monkeypatch):
     """A run killed after update 3 (checkpoint: update 2), resumed to update 4: TensorBoard
     shows every metric of metrics.jsonl per seed, at the same steps, each step once."""
     run = tmp_path / "run"
-    progress = Runner._progress
-
-    def crash_after_update_3(self, done, *args):
-        progress(self, done, *args)
-        if done == 3:
-            self.checkpointer.close()
-            raise SimulatedCrashError
-
-    monkeypatch.setattr(Runner, "_progress", crash_after_update_3)
+    crash_after_update(monkeypatch, 3)
     with pytest.raises(SimulatedCrashError):
         main(ARGS + ["--out", str(run)])
     monkeypatch.undo()
