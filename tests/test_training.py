@@ -137,9 +137,13 @@ def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
                                           np.asarray(value)[0], err_msg=key)
         # And it is the run of its own settings: the unbatched run agrees on the first update.
         _, single_metrics = train("shapo_ppo_lag", seed, delta_down, rho_critic)
+        # (rtol 1e-3: the objective is a mean of terms that nearly cancel, and the batched
+        # products round differently on different CPUs; the members differ by far more.)
         np.testing.assert_allclose(np.asarray(metrics["actor_objective"])[index, 0],
-                                   np.asarray(single_metrics["actor_objective"])[0], rtol=1e-4)
-    # The members really are different runs.
+                                   np.asarray(single_metrics["actor_objective"])[0], rtol=1e-3)
+    # The members really are different runs, already in the first update's objective.
+    first_objectives = np.asarray(metrics["actor_objective"])[:, 0]
+    assert not np.isclose(*first_objectives, rtol=1e-2)
     assert not np.allclose(*np.asarray(metrics["episode_return"]))
     assert not np.allclose(*np.asarray(metrics["shapo_kl"]))
 
