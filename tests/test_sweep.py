@@ -228,6 +228,39 @@ def test_cli_sweep_and_plot(tmp_path, reference, capsys):
                     "--out", str(tmp_path / "bad")])
 
 
+def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
+    """A study directory of shapo-train runs (one per algorithm, seeds vmapped) gives the same
+    rows as the sweep of the same members, and shapo-plot's summary of it counts its seeds and
+    its budget per run."""
+    from shapo_jax.training.cli import main as train_main
+
+    _, reference_rows = reference
+    study = tmp_path / "study"
+    for algo in ("ppo_lag", "shapo_ppo_lag"):
+        argv = ["--env", "TinyHazardNav", "--algo", algo, "--seeds", "2", "--delta-down",
+                "0.01", "--total-steps", "2400", "--out", str(study / algo), "--no-plot",
+                "--no-tensorboard"]
+        argv += [f"--set={k}={v}" for k, v in SMALL.items() if k != "total_steps"]
+        assert train_main(argv) == 0
+    rows = read_table(study)
+    assert {r["run_id"] for r in rows} == {f"{a}/seed_{s}" for a in ("ppo_lag", "shapo_ppo_lag")
+                                           for s in (0, 1)}
+    sweep_ids = {(r["algo"], r["seed"]): r["run_id"] for r in reference_rows}
+    for row in rows:  # name each run as the sweep does, then compare value for value
+        row["run_id"] = sweep_ids[row["algo"], row["seed"]]
+    assert_same_rows(rows, reference_rows)
+    assert read_table(study / "ppo_lag") == [r for r in read_table(study)
+                                            if r["algo"] == "ppo_lag"]
+    assert plot_main([str(study), "--out", str(tmp_path / "figures")]) == 0
+    with open(tmp_path / "figures" / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert sorted(s["algo"] for s in summary) == ["ppo_lag", "shapo_ppo_lag"]
+    assert all((s["seeds"], s["env_steps"]) == ("2", "2400") for s in summary)
+    assert (tmp_path / "figures" / "reweighting_TinyHazardNav.png").stat().st_size > 1000
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        read_table(tmp_path / "figures")
+
+
 # ----- statistics -------------------------------------------------------------------------
 def brute_force_front(costs, returns):
     n = len(costs)

@@ -38,6 +38,10 @@ from shapo_jax.training.hyperparameters import traced_setting  # noqa: E402
 CURVE_PANELS = (("episode_return", "episode return"), ("episode_cost", "episode cost"),
                 ("cumulative_cost", "cumulative training cost"),
                 ("lagrange_multiplier", "Lagrange multiplier"))
+# SHAPO's reweighting diagnostic (docs/algorithms.md §9): the mean importance weight
+# pi_perturbed / pi on the batch's cost-incurring and cost-free samples
+REWEIGHTING_PANELS = (("shapo_weight_costly", "mean weight, costly samples"),
+                      ("shapo_weight_safe", "mean weight, cost-free samples"))
 
 
 def varying_fields(settings: Sequence[Setting]) -> list[str]:
@@ -79,20 +83,23 @@ def _cost_limits(rows: list[dict[str, Any]]) -> list[float]:
 
 def plot_learning_curves(rows: list[dict[str, Any]], env: str, stem: str | os.PathLike,
                          confidence: float = 0.95,
-                         formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Return, episode cost, cumulative cost and lambda against env steps on `env`: the mean
-    over seeds per (algo, setting) and its `confidence` band."""
+                         formats: Sequence[str] = ("png", "pdf"),
+                         panels: Sequence[tuple[str, str]] = CURVE_PANELS) -> list[Path]:
+    """Each of `panels` (metric, axis label; by default return, episode cost, cumulative cost
+    and lambda) against env steps on `env`: the mean over seeds per (algo, setting) and its
+    `confidence` band."""
     rows = [r for r in rows if r["env"] == env]
     if not rows:
         raise ValueError(f"no rows for environment {env!r}")
-    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    axes = axes[0]
     settings: list[Setting] = []
-    for key, label in CURVE_PANELS:
+    for key, label in panels:
         curves = learning_curves(rows, key, confidence)
         settings = settings or sorted(curves)
         fields = varying_fields(settings)
         colors = _colors(settings)
-        ax = axes[[k for k, _ in CURVE_PANELS].index(key)]
+        ax = axes[[k for k, _ in panels].index(key)]
         for setting in settings:
             steps, mean, low, high = curves[setting]
             ax.plot(steps, mean, color=colors[setting], lw=1.5,
@@ -182,7 +189,8 @@ def write_summary_csv(summary: list[dict[str, Any]], path: str | os.PathLike) ->
 def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
                final_fraction: float = 0.1, confidence: float = 0.95,
                formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Every figure of a sweep (curves_<env>, pareto_<env>) plus summary.csv under `out`."""
+    """Every figure of a sweep (curves_<env>, pareto_<env>, and reweighting_<env> where SHAPO
+    ran) plus summary.csv under `out`."""
     rows = read_table(*sources)
     if not rows:
         raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
@@ -206,4 +214,9 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
         paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)
         paths += plot_pareto(summary, env, out / f"pareto_{env}", formats,
                              confidence=confidence)
+        reweighted = [r for r in rows if r["env"] == env
+                      and math.isfinite(r.get("shapo_weight_costly", math.nan))]
+        if reweighted:
+            paths += plot_learning_curves(reweighted, env, out / f"reweighting_{env}",
+                                          confidence, formats, panels=REWEIGHTING_PANELS)
     return paths

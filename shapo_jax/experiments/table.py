@@ -10,12 +10,18 @@ nothing is duplicated.
 
 Under `jax.distributed` every process writes its own pair of files, `table.p<i>.csv` and
 `complete.p<i>.jsonl`; readers take all of them.
+
+Readers also take shapo-train run directories (config.json and metrics.jsonl, one record per
+seed and log point), alone or as the subdirectories of a study directory: a long study runs
+each setting as a resumable shapo-train run (study/run_study_10m.sh) rather than as a sweep,
+whose interrupted runs start again from scratch.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,13 +53,52 @@ def manifest_path(out: str | Path, process_index: int = 0, process_count: int = 
     return Path(out) / f"complete{_suffix(process_index, process_count)}.jsonl"
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` is a shapo-train run directory (config.json and metrics.jsonl)."""
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
+
+
+def run_dirs(source: str | Path) -> list[Path]:
+    """`source` itself if it is a run directory, else its subdirectories that are."""
+    source = Path(source)
+    if is_run_dir(source):
+        return [source]
+    return sorted(p for p in source.iterdir() if is_run_dir(p)) if source.is_dir() else []
+
+
+def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The table rows of a shapo-train run directory: one per seed and log point, run_id
+    '<directory name>/seed_<seed>' and group_id the directory's name."""
+    from shapo_jax.training.config import TrainConfig  # the config that wrote the records
+
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    hp = {field: float(getattr(config, field)) for field in HP_FIELDS}
+    rows = []
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
+        if not isinstance(record, dict) or "seed" not in record or "env_steps" not in record:
+            continue
+        row: dict[str, Any] = {column: math.nan for column in FLOAT_COLUMNS}
+        row.update(group_id=run_dir.name, run_id=f"{run_dir.name}/seed_{record['seed']}",
+                   algo=config.algo, env=config.env, **hp, seed=int(record["seed"]),
+                   update=int(record.get("update", 0)), env_steps=int(record["env_steps"]))
+        for column in METRIC_COLUMNS:
+            value = record.get(column)
+            if isinstance(value, int | float):
+                row[column] = float(value)
+        rows.append(row)
+    return rows
+
+
 def table_paths(source: str | Path) -> list[Path]:
     """The table files of a sweep directory (all processes), or [source] for a CSV file."""
     source = Path(source)
     if source.is_dir():
         paths = sorted(source.glob("table*.csv"))
         if not paths:
-            raise FileNotFoundError(f"no table*.csv in {source}: not a sweep directory")
+            raise FileNotFoundError(f"no table*.csv and no run directory in {source}: not a "
+                                    "sweep, run or study directory")
         return paths
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
@@ -112,9 +157,16 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_table(*sources: str | Path) -> list[dict[str, Any]]:
-    """All rows of one or more sweep directories or CSV files (NaN for empty metric cells)."""
+    """All rows of one or more sweep directories, CSV files, shapo-train run directories or
+    directories of run directories (NaN for empty metric cells)."""
     rows: list[dict[str, Any]] = []
     for source in sources:
+        runs = [] if Path(source).is_dir() and any(Path(source).glob("table*.csv")) \
+            else run_dirs(source)
+        if runs:
+            for run_dir in runs:
+                rows.extend(run_rows(run_dir))
+            continue
         for path in table_paths(source):
             rows.extend(read_rows(path))
     return rows

@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""The 10M-step SafetyPointGoal1 study's figures, summary.csv and Markdown table (RESULTS.md).
+
+    .venv/bin/python study/report_10m.py [STUDY_DIR] [--out FIGURES_DIR]
+
+STUDY_DIR (default study/runs/SafetyPointGoal1-10M) holds one shapo-train run directory per
+part (study/run_study_10m.sh); parts still running are reported at the budget they reached.
+The figures and summary.csv come from `shapo-plot` (shapo_jax.experiments.plots.plot_sweep);
+this script adds the OmniSafe 0.5 reference rows and each part's training wall time, summed
+over the log chunks of metrics.jsonl (env steps of the chunk / its steps per second, so it
+leaves out compilation, evaluation and restarts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+from shapo_jax.experiments.plots import plot_sweep
+from shapo_jax.experiments.table import run_dirs
+from shapo_jax.io import atomic_write_text
+
+# OmniSafe 0.5, benchmarks/on-policy, SafetyPointGoal1-v0 at 1e7 steps: return, episode cost
+# (mean +- standard deviation over its seeds, as its table gives them)
+OMNISAFE = {"ppo_lag": ("PPOLag", 12.96, 6.95, 25.80, 34.99),
+            "trpo_lag": ("TRPOLag", 18.51, 3.83, 22.98, 8.45)}
+
+
+def wall_hours(run_dir: Path) -> float:
+    """Hours of training in `run_dir`: each log chunk's env steps (all seeds) over its sps."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    seconds, previous = 0.0, 0
+    for record in sorted({r["env_steps"]: r for r in records}.values(),
+                         key=lambda r: r["env_steps"]):
+        seeds = sum(1 for r in records if r["env_steps"] == record["env_steps"])
+        seconds += (record["env_steps"] - previous) * seeds / record["sps"]
+        previous = record["env_steps"]
+    return seconds / 3600
+
+
+def interval(row: dict[str, str], key: str) -> str:
+    mean, low, high = (float(row[k]) for k in (key, f"{key}_low", f"{key}_high"))
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None], float]) -> str:
+    lines = ["| algo | delta_down | seeds | env steps per run | final return | final episode "
+             "cost | cumulative training cost | train wall time (h) |",
+             "|---|---:|---:|---:|---|---|---|---:|"]
+    for row in sorted(summary, key=lambda r: (r["algo"].removeprefix("shapo_"), r["algo"],
+                                              float(r["delta_down"]))):
+        shapo = row["algo"].startswith("shapo_")
+        delta = f"{float(row['delta_down']):g}" if shapo else "-"
+        key = (row["algo"], float(row["delta_down"]) if shapo else None)
+        lines.append(f"| {row['algo']} | {delta} | {row['seeds']} | {int(row['env_steps']):,} "
+                     f"| {interval(row, 'episode_return')} | {interval(row, 'episode_cost')} "
+                     f"| {interval(row, 'cumulative_cost')} | {hours.get(key, math.nan):.2f} |")
+    for name, ret, ret_sd, cost, cost_sd in OMNISAFE.values():
+        lines.append(f"| OmniSafe 0.5 {name} (mean +- sd) | - | - | 10,000,000 | "
+                     f"{ret} +- {ret_sd} | {cost} +- {cost_sd} | - | - |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
+    parser.add_argument("--out", default="study/figures/SafetyPointGoal1-10M")
+    args = parser.parse_args()
+    study, out = Path(args.study), Path(args.out)
+    plot_sweep(study, out=out)
+    with open(out / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    hours = {}
+    for run_dir in run_dirs(study):
+        config = json.loads((run_dir / "config.json").read_text())
+        shapo = config["algo"].startswith("shapo_")
+        hours[config["algo"], float(config["delta_down"]) if shapo else None] = \
+            wall_hours(run_dir)
+    table = markdown(summary, hours)
+    atomic_write_text(out / "table.md", table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

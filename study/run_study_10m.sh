@@ -1,0 +1,41 @@
+#!/bin/bash
+# SafetyPointGoal1 at the field's budget (issue 15; RESULTS.md, "SafetyPointGoal1 at 10M env
+# steps"). OmniSafe 0.5's PPOLag/TRPOLag settings (--preset omnisafe) with its batch of about
+# 20,000 steps per update gathered as 1,024 envs x 20 steps (20,480 steps, 320 minibatches of
+# 64 for PPO); 490 updates = 10,035,200 env steps per run; 3 seeds vmapped in one program on
+# 2 CPU devices.
+#
+# Each part is one shapo-train run directory under $OUT, kept in git (its config, metrics,
+# TensorBoard events and newest checkpoints: about 14 MB) so that a fresh clone goes on where
+# the last one stopped. Run this script again to go on: a finished part (its file `done`) is
+# skipped, an interrupted one continues from its last checkpoint (one every 10 updates, about
+# 4 minutes), so at most 10 updates are repeated. Parts run in the order below; each start and
+# end is appended to $OUT/wall_times.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-study/runs/SafetyPointGoal1-10M}
+TRAIN=.venv/bin/shapo-train
+COMMON=(--env SafetyPointGoal1 --seeds 3 --preset omnisafe --num-envs 1024
+        --set rollout_length=20 --total-steps 10035200 --set log_every_steps=204800
+        --set checkpoint_every=1)
+
+part() {  # part NAME shapo-train-options...
+  local dir=$OUT/$1
+  shift
+  if [ -f "$dir/done" ]; then echo "$dir: done"; return; fi
+  mkdir -p "$OUT"
+  echo "$(date -u +%FT%TZ) start $dir" | tee -a "$OUT/wall_times.log"
+  if [ -f "$dir/config.json" ]; then
+    $TRAIN --resume "$dir" --cpu-devices 2 --no-plot
+  else
+    $TRAIN "${COMMON[@]}" "$@" --cpu-devices 2 --no-plot --out "$dir"
+  fi
+  date -u +%FT%TZ > "$dir/done.tmp" && mv "$dir/done.tmp" "$dir/done"
+  echo "$(date -u +%FT%TZ) end $dir" | tee -a "$OUT/wall_times.log"
+}
+
+part ppo_lag --algo ppo_lag
+part trpo_lag --algo trpo_lag
+part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005
+part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
+part shapo_trpo_lag-d0.001 --algo shapo_trpo_lag --delta-down 0.001
