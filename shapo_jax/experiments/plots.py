@@ -214,8 +214,8 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
         paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)
         paths += plot_pareto(summary, env, out / f"pareto_{env}", formats,
                              confidence=confidence)
-        reweighted = [r for r in rows if r["env"] == env
-                      and math.isfinite(r.get("shapo_weight_costly", math.nan))]
+        reweighted = [r for r in rows if r["env"] == env and any(
+            math.isfinite(r.get(key, math.nan)) for key, _ in REWEIGHTING_PANELS)]
         if reweighted:
             paths += plot_learning_curves(reweighted, env, out / f"reweighting_{env}",
                                           confidence, formats, panels=REWEIGHTING_PANELS)
