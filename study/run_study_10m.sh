@@ -2,8 +2,8 @@
 # SafetyPointGoal1 at the field's budget (issue 15; RESULTS.md, "SafetyPointGoal1 at 10M env
 # steps"). OmniSafe 0.5's PPOLag/TRPOLag settings (--preset omnisafe) with its batch of about
 # 20,000 steps per update gathered as 1,024 envs x 20 steps (20,480 steps, 320 minibatches of
-# 64 for PPO); 490 updates = 10,035,200 env steps per run; 3 seeds vmapped in one program on
-# 2 CPU devices.
+# 64 for PPO); 490 updates = 10,035,200 env steps per run; 4 seeds vmapped in one program on
+# 2 CPU devices, 2 whole seeds per device (TrainingProgram.shards_members; BENCHMARKS.md).
 #
 # Each part is one shapo-train run directory under $OUT, kept in git (its config, metrics,
 # TensorBoard events and newest checkpoints: about 14 MB) so that a fresh clone goes on where
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-study/runs/SafetyPointGoal1-10M}
 TRAIN=.venv/bin/shapo-train
-COMMON=(--env SafetyPointGoal1 --seeds 3 --preset omnisafe --num-envs 1024
+COMMON=(--env SafetyPointGoal1 --seeds 4 --preset omnisafe --num-envs 1024
         --set rollout_length=20 --total-steps 10035200 --set log_every_steps=204800
         --set checkpoint_every=1)
 

@@ -214,3 +214,72 @@ def test_one_member_runs_unbatched_and_agrees_with_the_batched_run():
                                    rtol=1e-4, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(np.asarray(got_state.env_state.obs),
                                np.asarray(want_state.env_state.obs), atol=1e-2)
+
+
+MEMBER_SHARDED_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from jax.sharding import PartitionSpec
+from shapo_jax.training import TrainConfig
+from shapo_jax.training.devices import ENV_AXIS, make_mesh
+from shapo_jax.training.program import TrainingProgram
+from shapo_jax.training.runner import broadcast_hyperparameters
+
+seed = int(sys.argv[1])
+config = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=16, rollout_length=50,
+                     num_minibatches=2, update_epochs=1, hidden_sizes=(16,), total_steps=1600,
+                     seed=seed)
+seeds = [seed + i for i in range(4)]
+hp = broadcast_hyperparameters(config, 4)
+out = {"devices": len(jax.devices())}
+for name, member_sharding in (("members", True), ("envs", False)):
+    program = TrainingProgram(config, make_mesh(), member_sharding=member_sharding)
+    state = program.init(seeds, hp)
+    step = program.compiled_chunk(state, hp, 2)
+    text = step.as_text()
+    new_state, metrics = step(state, hp)
+    out[name] = {
+        "shards_members": program.shards_members(4),
+        "obs_spec": list(new_state.env_state.obs.sharding.spec),
+        "params_spec": list(jax.tree_util.tree_leaves(new_state.learner)[0].sharding.spec),
+        "collectives": [c for c in ("all-gather", "all-to-all", "collective-permute",
+                                    "all-reduce") if c in text],
+        "all_reduce_shapes": sorted({line.split(" = ", 1)[1].split(" all-reduce(")[0]
+                                     for line in text.splitlines() if " all-reduce(" in line}),
+        "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()
+                    if k in ("episode_return", "cost_rate", "reward_rate", "actor_objective",
+                             "value_loss", "shapo_kl")},
+    }
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_members_split_over_devices_train_alone_and_agree_with_the_env_split():
+    """4 members on 4 CPU devices: each device trains one whole member (its envs and its
+    update), exchanging only scalar flags, and the numbers are those of the env split, where
+    every device steps a quarter of every member's envs, up to rounding."""
+    import os
+    import sys
+
+    seed = int(np.random.default_rng().integers(0, 10_000))
+    environ = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                             "--xla_force_host_platform_device_count=4")
+    proc = subprocess.run([sys.executable, "-c", MEMBER_SHARDED_SCRIPT, str(seed)], cwd=ROOT,
+                          env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads([line for line in proc.stdout.splitlines()
+                         if line.startswith("RESULT")][-1][len("RESULT"):])
+    members, split = result["members"], result["envs"]
+    assert result["devices"] == 4
+    assert members["shards_members"] and not split["shards_members"]
+    assert members["obs_spec"] == members["params_spec"] == ["envs"]
+    assert split["obs_spec"] == [None, "envs"] and split["params_spec"] == []
+    # The members' only collectives: scalar flags (whether any member needs a reset this
+    # step, which keeps the reset a branch); the env split gathers every member's batch.
+    assert set(members["collectives"]) <= {"all-reduce"}
+    assert all(re.fullmatch(r"(pred|s32)\[\]", shape) for shape in members["all_reduce_shapes"])
+    assert "all-gather" in split["collectives"]
+    for key, values in split["metrics"].items():  # the first update agrees to rounding
+        np.testing.assert_allclose(np.asarray(members["metrics"][key])[:, 0],
+                                   np.asarray(values)[:, 0], rtol=1e-4, atol=1e-6, err_msg=key)

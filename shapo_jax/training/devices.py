@@ -162,11 +162,17 @@ def check_divisible(num_envs: int, mesh: Mesh) -> None:
         )
 
 
-def state_sharding(state_shape: TrainState, mesh: Mesh, leading_axes: int = 0) -> TrainState:
+def state_sharding(state_shape: TrainState, mesh: Mesh, leading_axes: int = 0,
+                   by_member: bool = False) -> TrainState:
     """Shardings for a TrainState: env fields split on their env axis, the rest replicated.
 
     `leading_axes` counts axes before the env axis (1 when seeds or settings are vmapped).
+    `by_member`: instead split every field on its leading (member) axis, so that each device
+    trains whole members, their envs and their update, with no communication.
     """
+    if by_member:
+        members = NamedSharding(mesh, PartitionSpec(ENV_AXIS))
+        return jax.tree_util.tree_map(lambda _: members, state_shape)
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec(*([None] * leading_axes), ENV_AXIS))
     shardings = jax.tree_util.tree_map(lambda _: replicated, state_shape)

@@ -2,10 +2,12 @@
 
 A `TrainingProgram` holds the compiled functions of one static config on one device mesh:
 members (seeds, or a sweep's seeds x settings) vmapped on a leading axis, the env batch of
-every member sharded over the mesh, chunks of `updates_per_log` updates compiled ahead of time
-(so compile time stays out of the measured throughput), the evaluation cadence, and the key
-rules below. Both entry points call `TrainingProgram.chunks`, so the same members give the
-same numbers whichever tool trained them.
+every member sharded over the mesh (or, where the members divide evenly over the devices of
+one process, whole members per device: `shards_members`), chunks of `updates_per_log`
+updates compiled ahead of time (so compile time stays out of the measured throughput), the
+evaluation cadence, and the key rules below. Both entry points call
+`TrainingProgram.chunks`, so the same members give the same numbers whichever tool trained
+them.
 
 Key rules (a member is identified by its seed s):
   training key    PRNGKey(s)                                   (`member_key`)
@@ -74,9 +76,11 @@ class Chunk:
 class TrainingProgram:
     """The compiled functions of `config` on `mesh` for any number of members."""
 
-    def __init__(self, config: TrainConfig, mesh: Mesh, env: Env | None = None):
+    def __init__(self, config: TrainConfig, mesh: Mesh, env: Env | None = None,
+                 member_sharding: bool = True):
         check_divisible(config.num_envs, mesh)
         self.config, self.mesh = config, mesh
+        self.member_sharding = member_sharding
         self.env = config.make_env() if env is None else env
         self.lapack_limit = lapack_batch_limit(self.env, self.platform)
         self._trainers: dict[tuple[int, int], Trainer] = {}
@@ -95,21 +99,39 @@ class TrainingProgram:
         """The training functions of one member."""
         return self.trainer_for(1)
 
+    def shards_members(self, num_members: int) -> bool:
+        """Whether each device trains whole members (the state split on the member axis)
+        rather than a slice of every member's envs: when several devices of one process
+        share the members evenly (and `member_sharding`). Then each device also runs its own
+        members' update, which the env split computes on every device alike (on 2 CPU
+        devices that update is half of PPO's time at OmniSafe's settings, BENCHMARKS.md).
+        Under several processes the env split stays, so every process reads all metrics."""
+        devices = self.mesh.devices.size
+        return (self.member_sharding and devices > 1 and num_members % devices == 0
+                and jax.process_count() == 1)
+
     def pieces(self, num_members: int) -> tuple[int, int]:
         """(training, evaluation) pieces each device steps its envs in (`env_pieces`): on
         XLA:CPU, batches of LAPACK calls small enough never to wait on the thread pool.
         Evaluation is not sharded: each device holds the members' whole evaluation batch."""
         cfg, devices = self.config, self.mesh.devices.size
-        return (env_pieces(cfg.num_envs, devices, num_members, self.lapack_limit),
-                env_pieces(cfg.eval_envs, 1, num_members, self.lapack_limit))
+        if self.shards_members(num_members):  # a device: all envs of members / devices
+            train = env_pieces(cfg.num_envs, 1, num_members // devices, self.lapack_limit)
+        else:
+            train = env_pieces(cfg.num_envs, devices, num_members, self.lapack_limit)
+        return train, env_pieces(cfg.eval_envs, 1, num_members, self.lapack_limit)
 
     def batching_note(self, num_members: int) -> str | None:
         """A line for the log when the envs are stepped in pieces, else None."""
         train, evaluation = self.pieces(num_members)
         if train == 1 and evaluation == 1:
             return None
-        per_device = self.config.num_envs // self.mesh.devices.size
-        return (f"stepping each device's {per_device} envs x {num_members} member(s) in "
+        devices = self.mesh.devices.size
+        if self.shards_members(num_members):
+            per_device, members = self.config.num_envs, num_members // devices
+        else:
+            per_device, members = self.config.num_envs // devices, num_members
+        return (f"stepping each device's {per_device} envs x {members} member(s) in "
                 f"{train} sequential piece(s) (evaluation: {evaluation}): XLA:CPU's batched "
                 f"LAPACK calls of this task hold at most {self.lapack_limit} matrices, which "
                 "never wait on the thread pool (BENCHMARKS.md)")
@@ -156,7 +178,8 @@ class TrainingProgram:
             keys = jnp.stack([member_key(0)] * num_members)
             shape = jax.eval_shape(jax.vmap(self.trainer_for(num_members).init), keys, hp)
             self._layouts[num_members] = (
-                shape, state_sharding(shape, self.mesh, leading_axes=1))
+                shape, state_sharding(shape, self.mesh, leading_axes=1,
+                                      by_member=self.shards_members(num_members)))
         return self._layouts[num_members]
 
     def init(self, seeds: Sequence[int], hp: Hyperparameters) -> TrainState:
