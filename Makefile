@@ -30,13 +30,14 @@ lint: setup
 
 # Cross-check on the original Safety-Gymnasium 1.0.0 (README, "Cross-check on the original
 # Safety-Gymnasium"): a second venv, set up once, runs a policy exported from a run directory
-# on the original task.   make crosscheck RUN=runs/demo EPISODES=16 [SEED=0]
+# on the original task.   make crosscheck RUN=runs/demo EPISODES=16 [SEED=0] [MEMBER=0]
 XC_PYTHON ?= $(PYTHON)
 XC_VENV := .venv-crosscheck
 XC_BIN := $(XC_VENV)/bin
 XC_STAMP := $(XC_VENV)/.installed
 EPISODES ?= 16
 SEED ?= 0
+MEMBER ?= 0
 
 crosscheck-setup: $(XC_STAMP)
 
@@ -46,10 +47,10 @@ $(XC_STAMP): scripts/crosscheck_setup.py
 	touch $(XC_STAMP)
 
 crosscheck-usage:
-	@test -n "$(RUN)" || { echo "usage: make crosscheck RUN=<run directory> [EPISODES=16] [SEED=0]" >&2; exit 2; }
+	@test -n "$(RUN)" || { echo "usage: make crosscheck RUN=<run directory> [EPISODES=16] [SEED=0] [MEMBER=0]" >&2; exit 2; }
 
 crosscheck: crosscheck-usage setup crosscheck-setup
-	$(BIN)/shapo-export $(RUN) --out $(RUN)/policy.npz
+	$(BIN)/shapo-export $(RUN) --member $(MEMBER) --out $(RUN)/policy.npz
 	$(XC_BIN)/python scripts/crosscheck.py $(RUN)/policy.npz --episodes $(EPISODES) --seed $(SEED)
 
 clean:

@@ -8,7 +8,8 @@ part (study/run_study_10m.sh); parts still running are reported at the budget th
 The figures and summary.csv come from `shapo-plot` (shapo_jax.experiments.plots.plot_sweep);
 this script adds the OmniSafe 0.5 reference rows and each part's training wall time, summed
 over the log chunks of metrics.jsonl (env steps of the chunk / its steps per second, so it
-leaves out compilation, evaluation and restarts).
+leaves out compilation, evaluation and restarts), and, once study/crosscheck_10m.py has run,
+the final policies on our port and on the original.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from shapo_jax.experiments.plots import plot_sweep
+from shapo_jax.experiments.stats import confidence_band
 from shapo_jax.experiments.table import run_dirs
-from shapo_jax.io import atomic_write_text
+from shapo_jax.io import atomic_write_text, read_jsonl
 
 # OmniSafe 0.5, benchmarks/on-policy, SafetyPointGoal1-v0 at 1e7 steps: return, episode cost
 # (mean +- standard deviation over its seeds, as its table gives them)
@@ -69,6 +73,27 @@ def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None]
     return "\n".join(lines)
 
 
+def crosscheck_markdown(path: Path) -> str:
+    """Per part: the final policies' mean episode return and cost over seeds (95% interval
+    over seeds) on our port and on the original (study/crosscheck_10m.py's records)."""
+    by_part: dict[str, list[dict]] = {}
+    for record in read_jsonl(path):
+        by_part.setdefault(record["part"], []).append(record)
+    lines = ["| part | seeds | episodes per seed | return, port | return, original "
+             "| episode cost, port | episode cost, original |", "|---|---:|---:|---|---|---|---|"]
+    for part, records in sorted(by_part.items()):
+        cells = []
+        for key in ("episode_return_mean", "episode_cost_mean"):
+            for task in ("port", "original"):
+                values = np.array([[r[task][key]] for r in records], dtype=float)
+                mean, low, high = (float(v[0]) for v in confidence_band(values))
+                cells.append(f"{mean:.2f}" if not math.isfinite(low)
+                             else f"{mean:.2f} [{low:.2f}, {high:.2f}]")
+        lines.append(f"| {part} | {len(records)} | {records[0]['episodes']} | "
+                     f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
@@ -85,6 +110,8 @@ def main() -> None:
         hours[config["algo"], float(config["delta_down"]) if shapo else None] = \
             wall_hours(run_dir)
     table = markdown(summary, hours)
+    if (out / "crosscheck.jsonl").exists():
+        table += "\n\n" + crosscheck_markdown(out / "crosscheck.jsonl")
     atomic_write_text(out / "table.md", table + "\n")
     print(table)
 

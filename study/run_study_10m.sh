@@ -10,7 +10,9 @@
 # the last one stopped. Run this script again to go on: a finished part (its file `done`) is
 # skipped, an interrupted one continues from its last checkpoint (one every 10 updates, about
 # 4 minutes), so at most 10 updates are repeated. Parts run in the order below; each start and
-# end is appended to $OUT/wall_times.log.
+# end is appended to $OUT/wall_times.log. After each part, its final policies run on our port
+# and on the original Safety-Gymnasium (study/crosscheck_10m.py); study/report_10m.py makes the
+# figures and tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-study/runs/SafetyPointGoal1-10M}
@@ -32,6 +34,8 @@ part() {  # part NAME shapo-train-options...
   fi
   date -u +%FT%TZ > "$dir/done.tmp" && mv "$dir/done.tmp" "$dir/done"
   echo "$(date -u +%FT%TZ) end $dir" | tee -a "$OUT/wall_times.log"
+  make -s crosscheck-setup  # the original Safety-Gymnasium in a second venv (once)
+  .venv/bin/python study/crosscheck_10m.py "$OUT"  # its final policies, port and original
 }
 
 part ppo_lag --algo ppo_lag
@@ -39,3 +43,4 @@ part trpo_lag --algo trpo_lag
 part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005
 part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
 part shapo_trpo_lag-d0.001 --algo shapo_trpo_lag --delta-down 0.001
+.venv/bin/python study/report_10m.py "$OUT"

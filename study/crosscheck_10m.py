@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Every finished part's final policies on our port and on the original Safety-Gymnasium.
+
+    .venv/bin/python study/crosscheck_10m.py [STUDY_DIR] [--episodes 32]
+
+For each part of the 10M study that has finished (its file `done`) and each of its seeds, the
+deterministic policy of the final checkpoint runs `--episodes` full episodes on our port
+(`shapo-eval --json`) and on the original task (`make crosscheck`, which exports the policy and
+runs it in the second venv; `make crosscheck-setup` once). One JSON line per part and seed is
+appended to study/figures/SafetyPointGoal1-10M/crosscheck.jsonl as it completes, so the script
+resumes where it stopped; `study/report_10m.py` tabulates the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from shapo_jax.experiments.table import run_dirs
+from shapo_jax.io import append_jsonl, read_jsonl
+
+KEYS = ("episode_return_mean", "episode_return_se", "episode_cost_mean", "episode_cost_se")
+
+
+def last_json(command: list[str]) -> dict:
+    """The JSON object on the last line `command` prints (it must exit 0)."""
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}:\n"
+                           f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
+    parser.add_argument("--out", default="study/figures/SafetyPointGoal1-10M/crosscheck.jsonl")
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="the episodes' layout seed")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["part"], r["member"]) for r in (read_jsonl(out) if out.exists() else [])}
+    for run_dir in run_dirs(args.study):
+        if not (run_dir / "done").exists():
+            continue
+        config = json.loads((run_dir / "config.json").read_text())
+        for member in range(config["num_seeds"]):
+            if (run_dir.name, member) in done:
+                continue
+            port = last_json([".venv/bin/shapo-eval", str(run_dir), "--member", str(member),
+                              "--episodes", str(args.episodes), "--seed", str(args.seed),
+                              "--json"])
+            original = last_json(["make", "-s", "crosscheck", f"RUN={run_dir}",
+                                  f"MEMBER={member}", f"EPISODES={args.episodes}",
+                                  f"SEED={args.seed}"])
+            record = {"part": run_dir.name, "algo": config["algo"],
+                      "delta_down": config["delta_down"], "member": member,
+                      "seed": config["seed"] + member, "episodes": args.episodes,
+                      "port": {k: port[k] for k in KEYS},
+                      "original": {k: original[k] for k in KEYS}}
+            append_jsonl(out, [record])
+            print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
