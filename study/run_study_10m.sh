@@ -24,18 +24,21 @@ COMMON=(--env SafetyPointGoal1 --seeds 4 --preset omnisafe --num-envs 1024
 part() {  # part NAME shapo-train-options...
   local dir=$OUT/$1
   shift
-  if [ -f "$dir/done" ]; then echo "$dir: done"; return; fi
   mkdir -p "$OUT"
-  echo "$(date -u +%FT%TZ) start $dir" | tee -a "$OUT/wall_times.log"
-  if [ -f "$dir/config.json" ]; then
-    $TRAIN --resume "$dir" --cpu-devices 2 --no-plot
+  if [ -f "$dir/done" ]; then
+    echo "$dir: done"
   else
-    $TRAIN "${COMMON[@]}" "$@" --cpu-devices 2 --no-plot --out "$dir"
+    echo "$(date -u +%FT%TZ) start $dir" | tee -a "$OUT/wall_times.log"
+    if [ -f "$dir/config.json" ]; then
+      $TRAIN --resume "$dir" --cpu-devices 2 --no-plot
+    else
+      $TRAIN "${COMMON[@]}" "$@" --cpu-devices 2 --no-plot --out "$dir"
+    fi
+    date -u +%FT%TZ > "$dir/done.tmp" && mv "$dir/done.tmp" "$dir/done"
+    echo "$(date -u +%FT%TZ) end $dir" | tee -a "$OUT/wall_times.log"
   fi
-  date -u +%FT%TZ > "$dir/done.tmp" && mv "$dir/done.tmp" "$dir/done"
-  echo "$(date -u +%FT%TZ) end $dir" | tee -a "$OUT/wall_times.log"
   make -s crosscheck-setup  # the original Safety-Gymnasium in a second venv (once)
-  .venv/bin/python study/crosscheck_10m.py "$OUT"  # its final policies, port and original
+  .venv/bin/python study/crosscheck_10m.py "$OUT"  # finished parts' policies not yet checked
 }
 
 part ppo_lag --algo ppo_lag
