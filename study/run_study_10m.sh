@@ -17,9 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-study/runs/SafetyPointGoal1-10M}
 TRAIN=.venv/bin/shapo-train
-COMMON=(--env SafetyPointGoal1 --seeds 4 --preset omnisafe --num-envs 1024
-        --set rollout_length=20 --total-steps 10035200 --set log_every_steps=204800
-        --set checkpoint_every=1)
+BASE=(--env SafetyPointGoal1 --seeds 4 --num-envs 1024 --set rollout_length=20
+      --total-steps 10035200 --set log_every_steps=204800 --set checkpoint_every=1)
+COMMON=("${BASE[@]}" --preset omnisafe)
 
 part() {  # part NAME shapo-train-options...
   local dir=$OUT/$1
@@ -46,4 +46,9 @@ part trpo_lag --algo trpo_lag
 part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005
 part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
 part shapo_trpo_lag-d0.001 --algo shapo_trpo_lag --delta-down 0.001
+# Our batched defaults (TrainConfig: 4 epochs of 8 minibatches, constant learning rate, no KL
+# stop, one clip over both critics) at the same batch of 1,024 envs x 20 steps.
+COMMON=("${BASE[@]}")
+part ppo_lag-defaults --algo ppo_lag
+part trpo_lag-defaults --algo trpo_lag
 .venv/bin/python study/report_10m.py "$OUT"
