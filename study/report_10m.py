@@ -64,7 +64,9 @@ def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None]
         shapo = row["algo"].startswith("shapo_")
         delta = f"{float(row['delta_down']):g}" if shapo else "-"
         key = (row["algo"], float(row["delta_down"]) if shapo else None)
-        lines.append(f"| {row['algo']} | {delta} | {row['seeds']} | {int(row['env_steps']):,} "
+        seeds = row["seeds"] + (f" ({row['diverged']} diverged, left out)"
+                                if int(row.get("diverged") or 0) else "")
+        lines.append(f"| {row['algo']} | {delta} | {seeds} | {int(row['env_steps']):,} "
                      f"| {interval(row, 'episode_return')} | {interval(row, 'episode_cost')} "
                      f"| {interval(row, 'cumulative_cost')} | {hours.get(key, math.nan):.2f} |")
     for name, ret, ret_sd, cost, cost_sd in OMNISAFE.values():
