@@ -7,7 +7,7 @@ For each part of the 10M study that has finished (its file `done`) and each of i
 deterministic policy of the final checkpoint runs `--episodes` full episodes on our port
 (`shapo-eval --json`) and on the original task (`make crosscheck`, which exports the policy and
 runs it in the second venv; `make crosscheck-setup` once). One JSON line per part and seed is
-appended to study/figures/SafetyPointGoal1-10M/crosscheck.jsonl as it completes, so the script
+appended to study/figures/<name of STUDY_DIR>/crosscheck.jsonl as it completes, so the script
 resumes where it stopped; `study/report_10m.py` tabulates the file.
 """
 
@@ -36,11 +36,12 @@ def last_json(command: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
-    parser.add_argument("--out", default="study/figures/SafetyPointGoal1-10M/crosscheck.jsonl")
+    parser.add_argument("--out", help="the JSONL file (default: "
+                        "study/figures/<name of STUDY_DIR>/crosscheck.jsonl)")
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="the episodes' layout seed")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out or f"study/figures/{Path(args.study).name}/crosscheck.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["part"], r["member"]) for r in (read_jsonl(out) if out.exists() else [])}
     for run_dir in run_dirs(args.study):

@@ -3,6 +3,9 @@
 
     .venv/bin/python study/report_10m.py [STUDY_DIR] [--out FIGURES_DIR]
 
+(default study/runs/SafetyPointGoal1-10M into study/figures/SafetyPointGoal1-10M; the parts
+at our batched defaults are the study study/runs/SafetyPointGoal1-10M-defaults)
+
 STUDY_DIR (default study/runs/SafetyPointGoal1-10M) holds one shapo-train run directory per
 part (study/run_study_10m.sh); parts still running are reported at the budget they reached.
 The figures and summary.csv come from `shapo-plot` (shapo_jax.experiments.plots.plot_sweep);
@@ -99,9 +102,10 @@ def crosscheck_markdown(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
-    parser.add_argument("--out", default="study/figures/SafetyPointGoal1-10M")
+    parser.add_argument("--out", help="default: study/figures/<name of STUDY_DIR>")
     args = parser.parse_args()
-    study, out = Path(args.study), Path(args.out)
+    study = Path(args.study)
+    out = Path(args.out or f"study/figures/{study.name}")
     plot_sweep(study, out=out)
     with open(out / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
