@@ -12,7 +12,8 @@
 # 4 minutes), so at most 10 updates are repeated. Parts run in the order below; each start and
 # end is appended to $OUT/wall_times.log. After each part, its final policies run on our port
 # and on the original Safety-Gymnasium (study/crosscheck_10m.py); study/report_10m.py makes the
-# figures and tables.
+# figures and tables. Before a sitting ends: stop it, then `bash study/stage_progress.sh`,
+# `.venv/bin/python study/report_10m.py` and commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-study/runs/SafetyPointGoal1-10M}
