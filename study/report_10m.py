@@ -38,8 +38,7 @@ OMNISAFE = {"ppo_lag": ("PPOLag", 12.96, 6.95, 25.80, 34.99),
 
 def wall_hours(run_dir: Path) -> float:
     """Hours of training in `run_dir`: each log chunk's env steps (all seeds) over its sps."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-               if line.strip()]
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "sps" in r]
     seconds, previous = 0.0, 0
     for record in sorted({r["env_steps"]: r for r in records}.values(),
                          key=lambda r: r["env_steps"]):
@@ -59,8 +58,8 @@ def interval(row: dict[str, str], key: str) -> str:
 
 
 def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None], float]) -> str:
-    lines = ["| algo | delta_down | seeds | env steps per run | final return | final episode "
-             "cost | cumulative training cost | train wall time (h) |",
+    lines = ["| algo | delta_down | seeds | env steps per run | final return [95% CI over "
+             "seeds] | final episode cost | cumulative training cost | train wall time (h) |",
              "|---|---:|---:|---:|---|---|---|---:|"]
     for row in sorted(summary, key=lambda r: (r["algo"].removeprefix("shapo_"), r["algo"],
                                               float(r["delta_down"]))):

@@ -11,17 +11,19 @@ for study in study/runs/*/; do
   for dir in "$study"/*/; do
     dir=${dir%/}
     [ -f "$dir/config.json" ] || continue
-    git add -f "$dir/config.json" "$dir/metrics.jsonl"
-    [ -d "$dir/tensorboard" ] && git add -f "$dir/tensorboard"
-    [ -f "$dir/done" ] && git add -f "$dir/done"
+    for item in config.json metrics.jsonl tensorboard done; do
+      if [ -e "$dir/$item" ]; then git add -f "$dir/$item"; fi
+    done
+    [ -d "$dir/checkpoints" ] || continue  # stopped before its first checkpoint
     newest=$(find "$dir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
-             -printf '%f\n' 2>/dev/null | sort -n | tail -1)
+             -printf '%f\n' | sort -n | tail -1)
     [ -n "$newest" ] || continue
     git add -f "$dir/checkpoints/$newest"
-    for old in $(git ls-files "$dir/checkpoints" | cut -d/ -f6 | sort -u); do
+    for old in $(git ls-files "$dir/checkpoints" | sed "s|^$dir/checkpoints/||; s|/.*||" \
+                 | sort -u); do
       [ "$old" = "$newest" ] || git rm -r -q --cached "$dir/checkpoints/$old"
     done
   done
-  [ -f "$study/wall_times.log" ] && git add -f "$study/wall_times.log"
+  if [ -f "$study/wall_times.log" ]; then git add -f "$study/wall_times.log"; fi
 done
-git status --short study/runs | head -20
+git status --short study/runs | sed -n 1,20p

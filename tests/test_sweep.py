@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -243,8 +244,12 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
         argv += [f"--set={k}={v}" for k, v in SMALL.items() if k != "total_steps"]
         assert train_main(argv) == 0
     rows = read_table(study)
-    assert {r["run_id"] for r in rows} == {f"{a}/seed_{s}" for a in ("ppo_lag", "shapo_ppo_lag")
-                                           for s in (0, 1)}
+    assert {r["run_id"] for r in rows} == {f"study/{a}/seed_{s}"
+                                           for a in ("ppo_lag", "shapo_ppo_lag") for s in (0, 1)}
+    records = [json.loads(line) for line in
+               (study / "ppo_lag" / "metrics.jsonl").read_text().splitlines()]
+    per_seed = sorted(r["sps"] for r in rows if r["algo"] == "ppo_lag")
+    assert per_seed == pytest.approx(sorted(r["sps"] / 2 for r in records))  # sweep's meaning
     sweep_ids = {(r["algo"], r["seed"]): r["run_id"] for r in reference_rows}
     for row in rows:  # name each run as the sweep does, then compare value for value
         row["run_id"] = sweep_ids[row["algo"], row["seed"]]

@@ -214,8 +214,9 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
         paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)
         paths += plot_pareto(summary, env, out / f"pareto_{env}", formats,
                              confidence=confidence)
-        reweighted = [r for r in rows if r["env"] == env and any(
-            math.isfinite(r.get(key, math.nan)) for key, _ in REWEIGHTING_PANELS)]
+        shapo_runs = {r["run_id"] for r in rows if r["env"] == env and any(
+            math.isfinite(r.get(key, math.nan)) for key, _ in REWEIGHTING_PANELS)}
+        reweighted = [r for r in rows if r["run_id"] in shapo_runs]  # whole runs: gaps stay
         if reweighted:
             paths += plot_learning_curves(reweighted, env, out / f"reweighting_{env}",
                                           confidence, formats, panels=REWEIGHTING_PANELS)

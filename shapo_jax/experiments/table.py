@@ -68,25 +68,34 @@ def run_dirs(source: str | Path) -> list[Path]:
 
 
 def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The table rows of a shapo-train run directory: one per seed and log point, run_id
-    '<directory name>/seed_<seed>' and group_id the directory's name."""
+    """The table rows of a shapo-train run directory: one per seed and log point, group_id
+    '<parent>/<directory>' (unique across study directories, whose parts share names) and
+    run_id '<group_id>/seed_<seed>'. `sps` is per seed, as in a sweep's rows (metrics.jsonl
+    holds the rate of all seeds together)."""
     from shapo_jax.training.config import TrainConfig  # the config that wrote the records
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     hp = {field: float(getattr(config, field)) for field in HP_FIELDS}
+    group_id = f"{run_dir.parent.name}/{run_dir.name}"
+    records = [r for r in read_jsonl(run_dir / "metrics.jsonl")
+               if isinstance(r, dict) and "seed" in r and "env_steps" in r]
+    seeds_at: dict[int, int] = {}
+    for record in records:
+        seeds_at[record["env_steps"]] = seeds_at.get(record["env_steps"], 0) + 1
     rows = []
-    for record in read_jsonl(run_dir / "metrics.jsonl"):
-        if not isinstance(record, dict) or "seed" not in record or "env_steps" not in record:
-            continue
+    for record in records:
+        env_steps = int(record["env_steps"])
         row: dict[str, Any] = {column: math.nan for column in FLOAT_COLUMNS}
-        row.update(group_id=run_dir.name, run_id=f"{run_dir.name}/seed_{record['seed']}",
+        row.update(group_id=group_id, run_id=f"{group_id}/seed_{record['seed']}",
                    algo=config.algo, env=config.env, **hp, seed=int(record["seed"]),
-                   update=int(record.get("update", 0)), env_steps=int(record["env_steps"]))
+                   update=int(record.get("update", env_steps // config.env_steps_per_update)),
+                   env_steps=env_steps)
         for column in METRIC_COLUMNS:
             value = record.get(column)
-            if isinstance(value, int | float):
-                row[column] = float(value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                row[column] = float(value) if math.isfinite(value) else math.nan
+        row["sps"] /= seeds_at[env_steps]
         rows.append(row)
     return rows
 

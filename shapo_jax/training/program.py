@@ -6,8 +6,9 @@ every member sharded over the mesh (or, where the members divide evenly over the
 one process, whole members per device: `shards_members`), chunks of `updates_per_log`
 updates compiled ahead of time (so compile time stays out of the measured throughput), the
 evaluation cadence, and the key rules below. Both entry points call
-`TrainingProgram.chunks`, so the same members give the same numbers whichever tool trained
-them.
+`TrainingProgram.chunks`, so the same members in a program of the same size give the same
+numbers whichever tool trained them (another member count may change the layout, and then
+the numbers agree to rounding).
 
 Key rules (a member is identified by its seed s):
   training key    PRNGKey(s)                                   (`member_key`)
@@ -113,7 +114,8 @@ class TrainingProgram:
     def pieces(self, num_members: int) -> tuple[int, int]:
         """(training, evaluation) pieces each device steps its envs in (`env_pieces`): on
         XLA:CPU, batches of LAPACK calls small enough never to wait on the thread pool.
-        Evaluation is not sharded: each device holds the members' whole evaluation batch."""
+        Evaluation is not split by env: each device holds the evaluation batch of every
+        member it holds."""
         cfg, devices = self.config, self.mesh.devices.size
         if self.shards_members(num_members):  # a device: all envs of members / devices
             train = env_pieces(cfg.num_envs, 1, num_members // devices, self.lapack_limit)
