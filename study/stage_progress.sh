@@ -18,6 +18,10 @@ for study in study/runs/*/; do
     newest=$(find "$dir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
              -printf '%f\n' | sort -n | tail -1)
     [ -n "$newest" ] || continue
+    # orbax's commit_success.txt files name the checkpoint's absolute path; only their
+    # presence matters, so the text names no directory of this machine
+    find "$dir/checkpoints/$newest" -name commit_success.txt \
+      -exec sh -c 'echo "Checkpoint commit was successful" > "$1"' _ {} \;
     git add -f "$dir/checkpoints/$newest"
     for old in $(git ls-files "$dir/checkpoints" | sed "s|^$dir/checkpoints/||; s|/.*||" \
                  | sort -u); do
