@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,7 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     group_id = f"{run_dir.parent.name}/{run_dir.name}"
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl")
                if isinstance(r, dict) and "seed" in r and "env_steps" in r]
-    seeds_at: dict[int, int] = {}
-    for record in records:
-        seeds_at[record["env_steps"]] = seeds_at.get(record["env_steps"], 0) + 1
+    seeds_at = Counter(record["env_steps"] for record in records)
     rows = []
     for record in records:
         env_steps = int(record["env_steps"])

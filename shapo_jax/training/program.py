@@ -116,23 +116,23 @@ class TrainingProgram:
         XLA:CPU, batches of LAPACK calls small enough never to wait on the thread pool.
         Evaluation is not split by env: each device holds the evaluation batch of every
         member it holds."""
-        cfg, devices = self.config, self.mesh.devices.size
-        if self.shards_members(num_members):  # a device: all envs of members / devices
-            train = env_pieces(cfg.num_envs, 1, num_members // devices, self.lapack_limit)
-        else:
-            train = env_pieces(cfg.num_envs, devices, num_members, self.lapack_limit)
-        return train, env_pieces(cfg.eval_envs, 1, num_members, self.lapack_limit)
+        envs, members = self.device_batch(num_members)
+        return (env_pieces(envs, 1, members, self.lapack_limit),
+                env_pieces(self.config.eval_envs, 1, num_members, self.lapack_limit))
+
+    def device_batch(self, num_members: int) -> tuple[int, int]:
+        """(envs per member, members) one device steps in training."""
+        devices = self.mesh.devices.size
+        if self.shards_members(num_members):  # all envs of members / devices members
+            return self.config.num_envs, num_members // devices
+        return self.config.num_envs // devices, num_members
 
     def batching_note(self, num_members: int) -> str | None:
         """A line for the log when the envs are stepped in pieces, else None."""
         train, evaluation = self.pieces(num_members)
         if train == 1 and evaluation == 1:
             return None
-        devices = self.mesh.devices.size
-        if self.shards_members(num_members):
-            per_device, members = self.config.num_envs, num_members // devices
-        else:
-            per_device, members = self.config.num_envs // devices, num_members
+        per_device, members = self.device_batch(num_members)
         return (f"stepping each device's {per_device} envs x {members} member(s) in "
                 f"{train} sequential piece(s) (evaluation: {evaluation}): XLA:CPU's batched "
                 f"LAPACK calls of this task hold at most {self.lapack_limit} matrices, which "
