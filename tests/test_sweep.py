@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from shapo_jax.experiments import (
     expand_grid,
     group_members,
     pareto_front,
+    plot_sweep,
     read_table,
     run_sweep,
     student_t_quantile,
@@ -205,6 +208,31 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, referenc
     assert_same_rows(read_table(out), reference_rows)
 
 
+def test_a_setting_keeps_its_colour_across_the_figures(tmp_path, reference, monkeypatch):
+    """The reweighting figure holds only SHAPO's settings: each still has the colour of its
+    curves in the learning-curve figure (not the first colours of a figure of its own)."""
+    from shapo_jax.experiments import plots
+
+    figures = {}
+
+    def keep_figure(fig, stem, formats=()):
+        figures[Path(stem).name] = fig
+        return []
+    monkeypatch.setattr(plots, "save_figure", keep_figure)
+    out, _ = reference
+    plots.plot_sweep(out, out=tmp_path)
+
+    def line_colours(fig):
+        return {line.get_label(): line.get_color() for ax in fig.axes for line in ax.lines
+                if not line.get_label().startswith("_")}
+    curves = line_colours(figures["curves_TinyHazardNav"])
+    reweighting = line_colours(figures["reweighting_TinyHazardNav"])
+    (baseline,) = [label for label in curves if label.startswith("ppo_lag")]
+    (shapo,) = [label for label in curves if label.startswith("shapo_ppo_lag")]
+    assert list(reweighting) == [shapo]
+    assert reweighting[shapo] == curves[shapo] != curves[baseline]
+
+
 def test_cli_sweep_and_plot(tmp_path, reference, capsys):
     _, reference_rows = reference
     out = tmp_path / "cli"
@@ -250,6 +278,9 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
                (study / "ppo_lag" / "metrics.jsonl").read_text().splitlines()]
     per_seed = sorted(r["sps"] for r in rows if r["algo"] == "ppo_lag")
     assert per_seed == pytest.approx(sorted(r["sps"] / 2 for r in records))  # sweep's meaning
+    # each run names its program as the sweep does: same static config, same group_id
+    assert {(r["algo"], r["group_id"]) for r in rows} == {(r["algo"], r["group_id"])
+                                                         for r in reference_rows}
     sweep_ids = {(r["algo"], r["seed"]): r["run_id"] for r in reference_rows}
     for row in rows:  # name each run as the sweep does, then compare value for value
         row["run_id"] = sweep_ids[row["algo"], row["seed"]]
@@ -264,6 +295,20 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
     assert (tmp_path / "figures" / "reweighting_TinyHazardNav.png").stat().st_size > 1000
     with pytest.raises(FileNotFoundError, match="no run directory"):
         read_table(tmp_path / "figures")
+    # The same settings under another static config (here a second study whose PPO-Lag ran
+    # with more minibatches) are not pooled with the first's seeds into one mean.
+    other = tmp_path / "other" / "ppo_lag"
+    shutil.copytree(study / "ppo_lag", other)
+    config = json.loads((other / "config.json").read_text())
+    config["num_minibatches"] += 2
+    (other / "config.json").write_text(json.dumps(config))
+    mixed = read_table(study, other.parent)
+    programs = sorted({r["group_id"] for r in mixed if r["algo"] == "ppo_lag"})
+    assert len(programs) == 2
+    with pytest.raises(ValueError, match=rf"ppo_lag on TinyHazardNav: {programs[0]}, "
+                                         rf"{programs[1]}.*plot each source on its own"):
+        plot_sweep(study, other.parent, out=tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
 
 
 # ----- statistics -------------------------------------------------------------------------

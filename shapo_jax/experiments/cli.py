@@ -169,7 +169,8 @@ def build_plot_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shapo-plot",
         description="Learning curves and Pareto plots (PNG and PDF) of sweep tables.")
-    parser.add_argument("sources", nargs="+", help="sweep directories or table CSV files")
+    parser.add_argument("sources", nargs="+", help="sweep directories, table CSV files, "
+                        "shapo-train run directories or study directories of them")
     parser.add_argument("--out", default=None, help="figure directory (default SOURCE/figures)")
     parser.add_argument("--final-fraction", type=float, default=0.1,
                         help="final values average the last FRACTION of each run's log points")

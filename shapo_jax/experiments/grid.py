@@ -132,7 +132,7 @@ class Member:
     @property
     def group_id(self) -> str:
         """The compiled program this run belongs to (same for every member sharing it)."""
-        return f"{self.algo}-{self.env}-{_digest(self.config.to_dict(), 8)}"
+        return program_id(self.config)
 
     @property
     def run_id(self) -> str:
@@ -150,6 +150,14 @@ def static_config(base: dict[str, Any]) -> TrainConfig:
     config = TrainConfig.from_dict(base)
     reset = {f: getattr(_DEFAULTS, f) for f in HP_FIELDS}
     return dataclasses.replace(config, seed=0, num_seeds=1, **reset)
+
+
+def program_id(config: TrainConfig) -> str:
+    """'<algo>-<env>-<digest>' naming the program of `config`'s static part: the same for runs
+    that differ only in their traced settings and seeds, whether a sweep or shapo-train ran
+    them, and different wherever a static field (shapes, epochs, budget, ...) differs."""
+    static = static_config(config.to_dict())
+    return f"{static.algo}-{static.env}-{_digest(static.to_dict(), 8)}"
 
 
 def expand_grid(spec: SweepSpec) -> list[Member]:

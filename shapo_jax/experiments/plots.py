@@ -26,6 +26,7 @@ from shapo_jax.experiments.stats import (  # noqa: E402
     healthy_rows,
     learning_curves,
     pareto_front,
+    programs_per_setting,
     setting_of,
     summarize_runs,
 )
@@ -84,21 +85,25 @@ def _cost_limits(rows: list[dict[str, Any]]) -> list[float]:
 def plot_learning_curves(rows: list[dict[str, Any]], env: str, stem: str | os.PathLike,
                          confidence: float = 0.95,
                          formats: Sequence[str] = ("png", "pdf"),
-                         panels: Sequence[tuple[str, str]] = CURVE_PANELS) -> list[Path]:
+                         panels: Sequence[tuple[str, str]] = CURVE_PANELS,
+                         all_settings: Sequence[Setting] | None = None) -> list[Path]:
     """Each of `panels` (metric, axis label; by default return, episode cost, cumulative cost
     and lambda) against env steps on `env`: the mean over seeds per (algo, setting) and its
-    `confidence` band."""
+    `confidence` band. Colours and labels come from `all_settings` (default: those of `rows`),
+    so that a figure of some of a sweep's settings draws each as the sweep's other figures do."""
     rows = [r for r in rows if r["env"] == env]
     if not rows:
         raise ValueError(f"no rows for environment {env!r}")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     axes = axes[0]
-    settings: list[Setting] = []
+    settings = sorted({setting_of(r) for r in rows})
+    all_settings = sorted(all_settings or settings)
+    missing = sorted(set(settings) - set(all_settings))
+    if missing:
+        raise ValueError(f"all_settings lacks the settings {missing} of the rows")
+    fields, colors = varying_fields(all_settings), _colors(all_settings)
     for key, label in panels:
         curves = learning_curves(rows, key, confidence)
-        settings = settings or sorted(curves)
-        fields = varying_fields(settings)
-        colors = _colors(settings)
         ax = axes[[k for k, _ in panels].index(key)]
         for setting in settings:
             steps, mean, low, high = curves[setting]
@@ -194,6 +199,14 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
     rows = read_table(*sources)
     if not rows:
         raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
+    mixed = programs_per_setting(rows)
+    if mixed:
+        fields = varying_fields(list(mixed))
+        described = "; ".join(f"{setting_label(s, fields)} on {s[0]}: {', '.join(ids)}"
+                              for s, ids in mixed.items())
+        raise ValueError(f"runs of the same algorithm, task and settings come from different "
+                         f"static configurations (programs {described}), and their seeds would "
+                         "be pooled into one mean: plot each source on its own")
     diverged = diverged_runs(rows)
     if diverged:
         warnings.warn(f"left out of every figure and summary: {len(diverged)} diverged run(s) "
@@ -211,6 +224,7 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     paths = [write_summary_csv(summary, out / "summary.csv")]
     for env in sorted({r["env"] for r in rows}):
+        settings = sorted({setting_of(r) for r in rows if r["env"] == env})
         paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)
         paths += plot_pareto(summary, env, out / f"pareto_{env}", formats,
                              confidence=confidence)
@@ -219,5 +233,6 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
         reweighted = [r for r in rows if r["run_id"] in shapo_runs]  # whole runs: gaps stay
         if reweighted:
             paths += plot_learning_curves(reweighted, env, out / f"reweighting_{env}",
-                                          confidence, formats, panels=REWEIGHTING_PANELS)
+                                          confidence, formats, panels=REWEIGHTING_PANELS,
+                                          all_settings=settings)
     return paths

@@ -137,6 +137,16 @@ def setting_of(row: dict[str, Any]) -> Setting:
     return (row["env"], row["algo"], tuple(float(row[f]) for f in HP_FIELDS))
 
 
+def programs_per_setting(rows: list[dict[str, Any]]) -> dict[Setting, list[str]]:
+    """The settings whose runs come from more than one program (group_id: the static config),
+    with those programs. Their seeds differ in more than the seed and would be pooled into one
+    mean: a sweep's members never do, but two sources may (another preset, batch or budget)."""
+    programs: dict[Setting, set[str]] = defaultdict(set)
+    for row in rows:
+        programs[setting_of(row)].add(row["group_id"])
+    return {setting: sorted(ids) for setting, ids in programs.items() if len(ids) > 1}
+
+
 def _by_run(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

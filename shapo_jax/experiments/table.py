@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shapo_jax.experiments.grid import HP_FIELDS
+from shapo_jax.experiments.grid import HP_FIELDS, program_id
 from shapo_jax.io import append_durably, append_jsonl, atomic_write_text, read_jsonl
 
 ID_COLUMNS = ("group_id", "run_id", "algo", "env")
@@ -69,16 +69,16 @@ def run_dirs(source: str | Path) -> list[Path]:
 
 
 def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The table rows of a shapo-train run directory: one per seed and log point, group_id
-    '<parent>/<directory>' (unique across study directories, whose parts share names) and
-    run_id '<group_id>/seed_<seed>'. `sps` is per seed, as in a sweep's rows (metrics.jsonl
-    holds the rate of all seeds together)."""
+    """The table rows of a shapo-train run directory: one per seed and log point, run_id
+    '<parent>/<directory>/seed_<seed>' (unique across study directories, whose parts share
+    names) and group_id its program, as a sweep names it (`grid.program_id`). `sps` is per
+    seed, as in a sweep's rows (metrics.jsonl holds the rate of all seeds together)."""
     from shapo_jax.training.config import TrainConfig  # the config that wrote the records
 
     run_dir = Path(run_dir).resolve()
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     hp = {field: float(getattr(config, field)) for field in HP_FIELDS}
-    group_id = f"{run_dir.parent.name}/{run_dir.name}"
+    name = f"{run_dir.parent.name}/{run_dir.name}"
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl")
                if isinstance(r, dict) and "seed" in r and "env_steps" in r]
     seeds_at = Counter(record["env_steps"] for record in records)
@@ -86,7 +86,7 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     for record in records:
         env_steps = int(record["env_steps"])
         row: dict[str, Any] = {column: math.nan for column in FLOAT_COLUMNS}
-        row.update(group_id=group_id, run_id=f"{group_id}/seed_{record['seed']}",
+        row.update(group_id=program_id(config), run_id=f"{name}/seed_{record['seed']}",
                    algo=config.algo, env=config.env, **hp, seed=int(record["seed"]),
                    update=int(record.get("update", env_steps // config.env_steps_per_update)),
                    env_steps=env_steps)
