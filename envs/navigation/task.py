@@ -391,6 +391,8 @@ class SafetyNavigation(Env):
         violation = jnp.zeros((), bool)
         if c.num_hazards:
             hazard_dist = jnp.linalg.norm(s.hazards_xy - robot_xy, axis=-1)
+            # strict, as the original: it adds size - dist inside a hazard and takes the
+            # indicator of a positive sum, so the hazard's very edge costs nothing
             violation |= jnp.any(hazard_dist < c.hazard_size)
         if c.num_vases and c.vases_constrained:
             speed = jnp.linalg.norm(data.qvel[self._vase_qvel], axis=-1)
