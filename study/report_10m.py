@@ -78,23 +78,30 @@ def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None]
 
 
 def crosscheck_markdown(path: Path) -> str:
-    """Per part: the final policies' mean episode return and cost over seeds (95% interval
-    over seeds) on our port and on the original (study/crosscheck_10m.py's records)."""
+    """Per part: the final policies' mean episode return and cost over seeds on our port and
+    on the original, and the paired difference original - port per seed (95% intervals over
+    seeds; study/crosscheck_10m.py's records). An interval of the difference that holds 0 is
+    a port the original does not tell apart at this number of episodes."""
     by_part: dict[str, list[dict]] = {}
     for record in read_jsonl(path):
         by_part.setdefault(record["part"], []).append(record)
     lines = ["| part | seeds | episodes per seed | return, port | return, original "
-             "| episode cost, port | episode cost, original |", "|---|---:|---:|---|---|---|---|"]
+             "| original - port | episode cost, port | episode cost, original "
+             "| original - port |", "|---|---:|---:|---|---|---|---|---|---|"]
+
+    def cell(values: list[float]) -> str:
+        mean, low, high = (float(v[0]) for v in confidence_band(np.array([values]).T))
+        return f"{mean:.2f}" if not math.isfinite(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
     for part, records in sorted(by_part.items()):
         cells = []
         for key in ("episode_return_mean", "episode_cost_mean"):
-            for task in ("port", "original"):
-                values = np.array([[r[task][key]] for r in records], dtype=float)
-                mean, low, high = (float(v[0]) for v in confidence_band(values))
-                cells.append(f"{mean:.2f}" if not math.isfinite(low)
-                             else f"{mean:.2f} [{low:.2f}, {high:.2f}]")
+            port = [float(r["port"][key]) for r in records]
+            original = [float(r["original"][key]) for r in records]
+            cells += [cell(port), cell(original),
+                      cell([o - p for o, p in zip(original, port, strict=True)])]
         lines.append(f"| {part} | {len(records)} | {records[0]['episodes']} | "
-                     f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ part shapo_trpo_lag-d0.001 --algo shapo_trpo_lag --delta-down 0.001
 # Our batched defaults (TrainConfig: 4 epochs of 8 minibatches, constant learning rate, no KL
 # stop, one clip over both critics) at the same batch of 1,024 envs x 20 steps.
 # A study of their own: the figures and tables take a setting to be (algorithm, radius, ...),
-# which would merge these runs with the preset's.
+# and plot_sweep refuses to pool these runs' seeds with the preset's.
 .venv/bin/python study/report_10m.py "$OUT"
 OUT=${OUT_DEFAULTS:-study/runs/SafetyPointGoal1-10M-defaults}
 COMMON=("${BASE[@]}")
