@@ -11,8 +11,9 @@ part (study/run_study_10m.sh); parts still running are reported at the budget th
 The figures and summary.csv come from `shapo-plot` (shapo_jax.experiments.plots.plot_sweep);
 this script adds the OmniSafe 0.5 reference rows and each part's training wall time, summed
 over the log chunks of metrics.jsonl (env steps of the chunk / its steps per second, so it
-leaves out compilation, evaluation and restarts), and, once study/crosscheck_10m.py has run,
-the final policies on our port and on the original.
+leaves out compilation, evaluation and restarts), the figure against_omnisafe (each part's
+final return and episode cost, mean +- sd over seeds, by OmniSafe's), and, once
+study/crosscheck_10m.py has run, the final policies on our port and on the original.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shapo_jax.experiments.plots import plot_sweep
-from shapo_jax.experiments.stats import confidence_band
-from shapo_jax.experiments.table import run_dirs
+from shapo_jax.experiments.plots import plot_sweep, save_figure
+from shapo_jax.experiments.stats import confidence_band, final_metrics, healthy_rows
+from shapo_jax.experiments.table import read_table, run_dirs
 from shapo_jax.io import atomic_write_text, read_jsonl
 
 # OmniSafe 0.5, benchmarks/on-policy, SafetyPointGoal1-v0 at 1e7 steps: return, episode cost
@@ -105,6 +106,36 @@ def crosscheck_markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+def plot_against_omnisafe(study: Path, out: Path) -> list[Path]:
+    """Final return against final episode cost per part, mean +- standard deviation over
+    seeds (the statistic of OmniSafe's table), next to OmniSafe's PPOLag and TRPOLag."""
+    import matplotlib.pyplot as plt
+
+    finals = final_metrics(healthy_rows(read_table(study)))
+    parts: dict[str, list[dict]] = {}
+    for record in finals:
+        parts.setdefault(record["run_id"].rsplit("/", 1)[0], []).append(record)
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    colors = plt.get_cmap("tab10")
+    for i, (part, records) in enumerate(sorted(parts.items())):
+        cost = np.array([r["episode_cost"] for r in records])
+        ret = np.array([r["episode_return"] for r in records])
+        ddof = 1 if len(records) > 1 else 0
+        ax.errorbar(cost.mean(), ret.mean(), xerr=cost.std(ddof=ddof), yerr=ret.std(ddof=ddof),
+                    fmt="o", color=colors(i), capsize=3, label=f"{part.split('/')[-1]} "
+                    f"({len(records)} seeds, {max(r['env_steps'] for r in records):,} steps)")
+    for j, (name, ret, ret_sd, cost, cost_sd) in enumerate(OMNISAFE.values()):
+        ax.errorbar(cost, ret, xerr=cost_sd, yerr=ret_sd, fmt="s", mfc="none", capsize=3,
+                    color=colors(8 + j), label=f"OmniSafe 0.5 {name} (10M steps)")
+    ax.axvline(25, color="k", ls="--", lw=1)
+    ax.set_xlabel("final episode cost (cost limit 25, dashed)")
+    ax.set_ylabel("final episode return")
+    ax.set_title(f"{study.name}: mean +- sd over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, out / "against_omnisafe")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
@@ -113,6 +144,7 @@ def main() -> None:
     study = Path(args.study)
     out = Path(args.out or f"study/figures/{study.name}")
     plot_sweep(study, out=out)
+    plot_against_omnisafe(study, out)
     with open(out / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     hours = {}
