@@ -226,9 +226,10 @@ from shapo_jax.training.program import TrainingProgram
 from shapo_jax.training.runner import broadcast_hyperparameters
 
 seed = int(sys.argv[1])
+# target_kl: the KL early stop's while loop (here after the first of 2 epochs) on sharded members
 config = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=16, rollout_length=50,
-                     num_minibatches=2, update_epochs=1, hidden_sizes=(16,), total_steps=1600,
-                     seed=seed)
+                     num_minibatches=2, update_epochs=2, target_kl=1e-9, hidden_sizes=(16,),
+                     total_steps=1600, seed=seed)
 seeds = [seed + i for i in range(4)]
 hp = broadcast_hyperparameters(config, 4)
 out = {"devices": len(jax.devices())}
@@ -248,7 +249,7 @@ for name, member_sharding in (("members", True), ("envs", False)):
                                      for line in text.splitlines() if " all-reduce(" in line}),
         "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()
                     if k in ("episode_return", "cost_rate", "reward_rate", "actor_objective",
-                             "value_loss", "shapo_kl")},
+                             "value_loss", "shapo_kl", "ppo_epochs_done", "ppo_final_kl")},
     }
 print("RESULT" + json.dumps(out))
 """
@@ -280,6 +281,7 @@ def test_members_split_over_devices_train_alone_and_agree_with_the_env_split():
     assert set(members["collectives"]) <= {"all-reduce"}
     assert all(re.fullmatch(r"(pred|s32)\[\]", shape) for shape in members["all_reduce_shapes"])
     assert "all-gather" in split["collectives"]
+    assert np.all(np.asarray(members["metrics"]["ppo_epochs_done"]) == 1)
     for key, values in split["metrics"].items():  # the first update agrees to rounding
         np.testing.assert_allclose(np.asarray(members["metrics"][key])[:, 0],
                                    np.asarray(values)[:, 0], rtol=1e-4, atol=1e-6, err_msg=key)

@@ -51,7 +51,7 @@ class PpoSettings:
     target_kl: KL early stopping as in OmniSafe 0.5 (docs/algorithms.md §6). None (default):
       every epoch is applied. A number: after each epoch the mean KL(pi_old || pi_theta) over
       the whole batch is measured; the epoch in which it first exceeds `target_kl` is kept and
-      the remaining epochs change nothing (masked, so vmapped members stop independently).
+      the remaining epochs are not run (a while loop; vmapped members stop independently).
     """
 
     clip: float = 0.2
