@@ -6,8 +6,9 @@
 With `target_kl` (OmniSafe's 0.02 in `--preset omnisafe`) the update's epochs are a while loop
 that ends at the stop (shapo_jax/update/ppo.py), so the epochs after it cost nothing; the
 program without `target_kl` runs all `update_epochs` (40 in the preset), which is also what an
-early stop by masking costs. Both programs start from the same state, are compiled once, then
-timed in interleaved rounds (median of `--rounds` calls of `--updates` updates each).
+early stop by masking costs. Both programs are compiled once, then timed in interleaved rounds
+(median of `--rounds` calls of `--updates` updates each), every call from the same initial
+state: the same policies through the same physics, so that only the epochs differ.
 """
 
 from __future__ import annotations
@@ -62,20 +63,21 @@ def main() -> None:
     seeds = list(range(args.seeds))
     hp = broadcast_hyperparameters(stopped, len(seeds))
     steps = args.updates * stopped.env_steps_per_update * len(seeds)
-    states, calls = {}, {}
+    programs, calls = {}, {}
     for name, config in configs.items():
-        program = TrainingProgram(config, mesh, env=env)
-        state = program.init(seeds, hp)
-        calls[name] = program.compiled_chunk(state, hp, args.updates)
-        states[name], _ = calls[name](state, hp)  # warm-up call; the state is donated
-        jax.block_until_ready(states[name])
+        programs[name] = TrainingProgram(config, mesh, env=env)
+        state = programs[name].init(seeds, hp)
+        calls[name] = programs[name].compiled_chunk(state, hp, args.updates)
+        jax.block_until_ready(calls[name](state, hp))  # warm-up call; the state is donated
     times: dict[str, list[float]] = {name: [] for name in calls}
     epochs_done: list[float] = []
     for _ in range(args.rounds):
         for name, call in calls.items():
+            # Every call starts from the same initial state, so both programs step the same
+            # policies through the same physics and differ in their epochs only.
+            state = jax.block_until_ready(programs[name].init(seeds, hp))
             tic = time.perf_counter()
-            states[name], metrics = call(states[name], hp)
-            jax.block_until_ready((states[name], metrics))
+            state, metrics = jax.block_until_ready(call(state, hp))
             times[name].append(time.perf_counter() - tic)
             if "ppo_epochs_done" in metrics:
                 epochs_done.append(float(np.mean(metrics["ppo_epochs_done"])))

@@ -447,7 +447,10 @@ def test_cg_solver_with_sparse_jacobian_needs_no_lapack_and_follows_newton():
     assert np.median(error) < 5e-6
     robot_gap = error[..., :2].max(axis=(0, 2))  # per env: the robot's x, y
     assert np.median(robot_gap) < 5e-4 and np.percentile(robot_gap, 90) < 5e-3, robot_gap
-    assert np.median(error.max(axis=(0, 2))) < 1e-2  # the vase's and gremlin's free joints too
+    # all coordinates, the vase's and the gremlin's free joints too (measured: per env 2e-3
+    # in the median, 8e-3 at the 90th percentile, 2.4e-2 at the 99th)
+    env_gap = error.max(axis=(0, 2))
+    assert np.median(env_gap) < 1e-2 and np.percentile(env_gap, 90) < 5e-2, env_gap
     assert (np.stack(costs["cg"]) == np.stack(costs["newton"])).mean() >= 0.97
 
 

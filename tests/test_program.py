@@ -222,16 +222,18 @@ import jax, numpy as np
 from jax.sharding import PartitionSpec
 from shapo_jax.training import TrainConfig
 from shapo_jax.training.devices import ENV_AXIS, make_mesh
-from shapo_jax.training.program import TrainingProgram
-from shapo_jax.training.runner import broadcast_hyperparameters
+from shapo_jax.training.program import TrainingProgram, member_hyperparameters
 
 seed = int(sys.argv[1])
-# target_kl: the KL early stop's while loop (here after the first of 2 epochs) on sharded members
+# target_kl: the KL early stop's while loop on sharded members, which stop at their own
+# epochs: members 0 and 1 after the first of 3 (any step exceeds a KL of 1e-9), members 2 and 3
+# never (an actor learning rate of 0 leaves the policy, so its KL is exactly 0)
 config = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=16, rollout_length=50,
-                     num_minibatches=2, update_epochs=2, target_kl=1e-9, hidden_sizes=(16,),
+                     num_minibatches=2, update_epochs=3, target_kl=1e-9, hidden_sizes=(16,),
                      total_steps=1600, seed=seed)
 seeds = [seed + i for i in range(4)]
-hp = broadcast_hyperparameters(config, 4)
+hp = member_hyperparameters([{**config.traced_values(), "actor_lr": lr}
+                             for lr in (config.actor_lr, config.actor_lr, 0.0, 0.0)])
 out = {"devices": len(jax.devices())}
 for name, member_sharding in (("members", True), ("envs", False)):
     program = TrainingProgram(config, make_mesh(), member_sharding=member_sharding)
@@ -281,7 +283,9 @@ def test_members_split_over_devices_train_alone_and_agree_with_the_env_split():
     assert set(members["collectives"]) <= {"all-reduce"}
     assert all(re.fullmatch(r"(pred|s32)\[\]", shape) for shape in members["all_reduce_shapes"])
     assert "all-gather" in split["collectives"]
-    assert np.all(np.asarray(members["metrics"]["ppo_epochs_done"]) == 1)
+    for layout in (members, split):  # per member, every update: [members, updates]
+        np.testing.assert_array_equal(np.asarray(layout["metrics"]["ppo_epochs_done"]),
+                                      np.array([[1, 1], [1, 1], [3, 3], [3, 3]]))
     for key, values in split["metrics"].items():  # the first update agrees to rounding
         np.testing.assert_allclose(np.asarray(members["metrics"][key])[:, 0],
                                    np.asarray(values)[:, 0], rtol=1e-4, atol=1e-6, err_msg=key)

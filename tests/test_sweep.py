@@ -27,6 +27,7 @@ from shapo_jax.experiments import (
     student_t_quantile,
 )
 from shapo_jax.experiments.cli import plot_main, sweep_main
+from shapo_jax.experiments.grid import HP_FIELDS
 from shapo_jax.experiments.table import METRIC_COLUMNS
 
 SMALL = {"num_envs": 16, "rollout_length": 50, "total_steps": 2400, "log_every_steps": 800,
@@ -278,8 +279,10 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
                (study / "ppo_lag" / "metrics.jsonl").read_text().splitlines()]
     per_seed = sorted(r["sps"] for r in rows if r["algo"] == "ppo_lag")
     assert per_seed == pytest.approx(sorted(r["sps"] / 2 for r in records))  # sweep's meaning
-    # each run names its program as the sweep does: same static config, same group_id
-    assert {(r["algo"], r["group_id"]) for r in rows} == {(r["algo"], r["group_id"])
+    # each run names its program and its settings as the sweep does (unused settings at their
+    # off value: plain PPO-Lag's radii are 0 in both)
+    named = ("algo", "group_id", *HP_FIELDS)
+    assert {tuple(r[c] for c in named) for r in rows} == {tuple(r[c] for c in named)
                                                          for r in reference_rows}
     sweep_ids = {(r["algo"], r["seed"]): r["run_id"] for r in reference_rows}
     for row in rows:  # name each run as the sweep does, then compare value for value
@@ -306,9 +309,20 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
     programs = sorted({r["group_id"] for r in mixed if r["algo"] == "ppo_lag"})
     assert len(programs) == 2
     with pytest.raises(ValueError, match=rf"ppo_lag on TinyHazardNav: {programs[0]}, "
-                                         rf"{programs[1]}.*plot each source on its own"):
+                                         rf"{programs[1]}.*Plot each source on its own"):
         plot_sweep(study, other.parent, out=tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
+    assert plot_main([str(study), str(other.parent), "--out", str(tmp_path / "pooled"),
+                      "--pool-programs", "--formats", "png"]) == 0
+    with open(tmp_path / "pooled" / "summary.csv") as handle:
+        pooled = {s["algo"]: s["seeds"] for s in csv.DictReader(handle)}
+    assert pooled == {"ppo_lag": "4", "shapo_ppo_lag": "2"}
+    # A float field spelled as an integer is the same program.
+    config["num_minibatches"] -= 2
+    config["max_grad_norm"] = int(config["max_grad_norm"])
+    (other / "config.json").write_text(json.dumps(config))
+    assert len({r["group_id"] for r in read_table(study, other.parent)
+                if r["algo"] == "ppo_lag"}) == 1
 
 
 # ----- statistics -------------------------------------------------------------------------

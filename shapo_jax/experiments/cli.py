@@ -176,6 +176,9 @@ def build_plot_parser() -> argparse.ArgumentParser:
                         help="final values average the last FRACTION of each run's log points")
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    parser.add_argument("--pool-programs", action="store_true",
+                        help="pool the seeds of a setting that several sources ran with "
+                        "different static configurations (refused by default)")
     return parser
 
 
@@ -188,7 +191,8 @@ def plot_main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "figures"
     try:
         paths = plot_sweep(*args.sources, out=out, final_fraction=args.final_fraction,
-                           confidence=args.confidence, formats=args.formats)
+                           confidence=args.confidence, formats=args.formats,
+                           pool_programs=args.pool_programs)
     except (ValueError, FileNotFoundError) as error:
         _fail("shapo-plot", str(error))
     for path in paths:

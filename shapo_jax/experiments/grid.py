@@ -145,11 +145,19 @@ class Member:
         return dataclasses.replace(self.config, seed=self.seed, **self.hp_dict)
 
 
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                      if f.type in ("float", "float | None"))
+
+
 def static_config(base: dict[str, Any]) -> TrainConfig:
-    """The program-defining config: hyperparameter fields reset to defaults, one seed."""
+    """The program-defining config: hyperparameter fields reset to defaults, one seed, and
+    float fields given as integers (`--set max_grad_norm=40`) as floats, so that the spelling
+    does not make another program."""
     config = TrainConfig.from_dict(base)
     reset = {f: getattr(_DEFAULTS, f) for f in HP_FIELDS}
-    return dataclasses.replace(config, seed=0, num_seeds=1, **reset)
+    floats = {f: float(v) for f in _FLOAT_FIELDS
+              if isinstance(v := getattr(config, f), int) and not isinstance(v, bool)}
+    return dataclasses.replace(config, seed=0, num_seeds=1, **floats, **reset)
 
 
 def program_id(config: TrainConfig) -> str:

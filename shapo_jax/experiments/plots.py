@@ -193,20 +193,28 @@ def write_summary_csv(summary: list[dict[str, Any]], path: str | os.PathLike) ->
 
 def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
                final_fraction: float = 0.1, confidence: float = 0.95,
-               formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+               formats: Sequence[str] = ("png", "pdf"),
+               pool_programs: bool = False) -> list[Path]:
     """Every figure of a sweep (curves_<env>, pareto_<env>, and reweighting_<env> where SHAPO
-    ran) plus summary.csv under `out`."""
+    ran) plus summary.csv under `out`.
+
+    A setting (task, algorithm, traced settings) whose runs come from several programs (the
+    sources' static configurations differ: another batch, preset or budget, but also another
+    checkpoint interval or a table written by another version) is refused unless
+    `pool_programs`, which pools their seeds into one mean."""
     rows = read_table(*sources)
     if not rows:
         raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
     mixed = programs_per_setting(rows)
-    if mixed:
+    if mixed and not pool_programs:
         fields = varying_fields(list(mixed))
         described = "; ".join(f"{setting_label(s, fields)} on {s[0]}: {', '.join(ids)}"
                               for s, ids in mixed.items())
         raise ValueError(f"runs of the same algorithm, task and settings come from different "
-                         f"static configurations (programs {described}), and their seeds would "
-                         "be pooled into one mean: plot each source on its own")
+                         f"programs ({described}): their static configurations differ in some "
+                         "field, or were written by another version. Plot each source on its "
+                         "own, or pool their seeds into one mean anyway (pool_programs=True, "
+                         "shapo-plot --pool-programs)")
     diverged = diverged_runs(rows)
     if diverged:
         warnings.warn(f"left out of every figure and summary: {len(diverged)} diverged run(s) "

@@ -77,7 +77,7 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
 
     run_dir = Path(run_dir).resolve()
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    hp = {field: float(getattr(config, field)) for field in HP_FIELDS}
+    hp = config.traced_values()  # as a sweep records them: unused settings at their off value
     name = f"{run_dir.parent.name}/{run_dir.name}"
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl")
                if isinstance(r, dict) and "seed" in r and "env_steps" in r]

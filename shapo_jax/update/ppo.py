@@ -114,7 +114,8 @@ def make_ppo_update(
         old_mean, old_log_std = networks.actor.apply(learner.actor_params, batch.obs)
         _, shapes = jax.eval_shape(epoch, learner, epoch_keys[0])
         per_step = jax.tree_util.tree_map(  # (epoch, minibatch) of each metric; NaN: not run
-            lambda m: jnp.full((ppo.update_epochs, *m.shape), jnp.nan, m.dtype), shapes)
+            lambda m: jnp.full((ppo.update_epochs, *m.shape), jnp.nan,
+                               jnp.promote_types(m.dtype, jnp.float32)), shapes)
 
         def running(carry) -> jax.Array:
             done, _, stopped, _, _ = carry
