@@ -35,6 +35,20 @@ CLI_FIELDS = {  # flag -> config field; every traced setting has a flag of its n
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shapo-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--out", default="runs/latest", help="output directory")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    add_distributed_arguments(parser, "shard the envs over the devices of all processes")
+    add_cpu_devices_argument(parser)
+    add_logging_arguments(parser, "seed", "DIR")
+    parser.add_argument("--no-plot", action="store_true")
+    return parser
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that make a TrainConfig (`config_from_args`): shapo-train's and the
+    benchmarks' (scripts/bench_*.py) --env, --algo, the budget, the traced settings, --preset,
+    --set FIELD=VALUE and --env-option."""
     parser.add_argument("--env", help="environment name (see envs.list_envs())")
     parser.add_argument("--algo", choices=ALGORITHMS)
     parser.add_argument("--total-steps", type=int, help="environment steps per seed")
@@ -51,13 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field (JSON value), repeatable")
     add_env_option_argument(parser)
-    parser.add_argument("--out", default="runs/latest", help="output directory")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
-    add_distributed_arguments(parser, "shard the envs over the devices of all processes")
-    add_cpu_devices_argument(parser)
-    add_logging_arguments(parser, "seed", "DIR")
-    parser.add_argument("--no-plot", action="store_true")
-    return parser
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser, unit: str, directory: str) -> None:
