@@ -35,7 +35,8 @@ def main() -> None:
     every = dataclasses.replace(stopped, target_kl=None)
     programs = {f"stop at KL {stopped.target_kl:g}": TrainingProgram(stopped, mesh, env=env),
                 f"all {stopped.update_epochs} epochs": TrainingProgram(every, mesh, env=env)}
-    rates, metrics = time_programs(programs, hp, args.updates, args.rounds)
+    rates, metrics = time_programs(programs, hp, args.updates, args.rounds,
+                                  args.checkpoint)
     epochs_done = [float(np.mean(m["ppo_epochs_done"])) for m in next(iter(metrics.values()))]
     print(f"{stopped.env} {stopped.algo}: {stopped.num_seeds} members x {stopped.num_envs} envs "
           f"x {stopped.rollout_length} steps, {stopped.num_minibatches} minibatches, "

@@ -32,7 +32,8 @@ def main() -> None:
         note = program.batching_note(config.num_seeds)
         print(f"{name}: shards_members={program.shards_members(config.num_seeds)}"
               + (f"; {note}" if note else ""))
-    rates, _ = time_programs(programs, hp, args.updates, args.rounds)
+    rates, _ = time_programs(programs, hp, args.updates, args.rounds,
+                                  args.checkpoint)
     print(f"{config.env} {config.algo}: {config.num_seeds} members x {config.num_envs} envs, "
           f"{len(mesh.devices.flat)} device(s), {args.updates} update(s) per call")
     for name, rate in rates.items():

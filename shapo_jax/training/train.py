@@ -247,7 +247,9 @@ class Trainer:
         radius = _delta_schedule(cfg, hp)(jnp.asarray(n_for_delta, jnp.float32))
         learner = state.learner
         if cfg.actor_lr_schedule == "linear":  # OmniSafe's LinearLR: lr (1 - k / updates)
-            fraction = 1.0 - state.update_step.astype(jnp.float32) / cfg.num_updates
+            # (never below 0: a state stepped past its config's updates holds the actor still)
+            fraction = jnp.maximum(
+                1.0 - state.update_step.astype(jnp.float32) / cfg.num_updates, 0.0)
             learner = learner.replace(actor_opt_state=optax.tree_utils.tree_set(
                 learner.actor_opt_state, learning_rate=hp.actor_lr * fraction))
         learner_before = learner
