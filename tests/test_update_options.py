@@ -549,8 +549,10 @@ def test_linear_actor_learning_rate_decay_follows_the_closed_form():
     trainer = make_train(config, envs.make("TinyHazardNav"))
     assert config.num_updates == 5
     state = trainer.init(jax.random.PRNGKey(int(rng.integers(1 << 30))))
-    _, metrics = jax.jit(lambda s: trainer.run(s, config.num_updates))(state)
-    want = lr * (1.0 - np.arange(config.num_updates) / config.num_updates)  # OmniSafe's LinearLR
+    # 3 updates past the config's: the rate stays at 0 (it never turns into ascent)
+    _, metrics = jax.jit(lambda s: trainer.run(s, config.num_updates + 3))(state)
+    steps = np.arange(config.num_updates + 3)
+    want = lr * np.maximum(1.0 - steps / config.num_updates, 0.0)  # OmniSafe's LinearLR
     np.testing.assert_allclose(np.asarray(metrics["actor_learning_rate"]), want, rtol=1e-6)
     constant = make_train(dataclasses.replace(config, actor_lr_schedule="constant"),
                           envs.make("TinyHazardNav"))
