@@ -78,7 +78,7 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     run_dir = Path(run_dir).resolve()
     config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     hp = config.traced_values()  # as a sweep records them: unused settings at their off value
-    name = f"{run_dir.parent.name}/{run_dir.name}"
+    name, program = f"{run_dir.parent.name}/{run_dir.name}", program_id(config)
     records = [r for r in read_jsonl(run_dir / "metrics.jsonl")
                if isinstance(r, dict) and "seed" in r and "env_steps" in r]
     seeds_at = Counter(record["env_steps"] for record in records)
@@ -86,7 +86,7 @@ def run_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     for record in records:
         env_steps = int(record["env_steps"])
         row: dict[str, Any] = {column: math.nan for column in FLOAT_COLUMNS}
-        row.update(group_id=program_id(config), run_id=f"{name}/seed_{record['seed']}",
+        row.update(group_id=program, run_id=f"{name}/seed_{record['seed']}",
                    algo=config.algo, env=config.env, **hp, seed=int(record["seed"]),
                    update=int(record.get("update", env_steps // config.env_steps_per_update)),
                    env_steps=env_steps)
