@@ -12,7 +12,8 @@ The figures and summary.csv come from `shapo-plot` (shapo_jax.experiments.plots.
 this script adds the OmniSafe 0.5 reference rows and each part's training wall time, summed
 over the log chunks of metrics.jsonl (env steps of the chunk / its steps per second, so it
 leaves out compilation, evaluation and restarts), the figure against_omnisafe (each part's
-final return and episode cost, mean +- sd over seeds, by OmniSafe's), and, once
+final return and episode cost, mean +- sd over seeds, by OmniSafe's), each SHAPO part's
+difference from its baseline (shapo-plot's against_baseline.csv, Welch intervals), and, once
 study/crosscheck_10m.py has run, the final policies on our port and on the original.
 """
 
@@ -75,6 +76,33 @@ def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None]
     for name, ret, ret_sd, cost, cost_sd in OMNISAFE.values():
         lines.append(f"| OmniSafe 0.5 {name} (mean +- sd) | - | - | 10,000,000 | "
                      f"{ret} +- {ret_sd} | {cost} +- {cost_sd} | - | - |")
+    return "\n".join(lines)
+
+
+def difference_cell(row: dict[str, str], key: str) -> str:
+    """'+1.20 [-0.40, 2.80] (not resolved)': SHAPO - baseline, its interval and what the
+    interval says (higher or lower than the baseline's at 95%, or not resolved)."""
+    diff, low, high = (float(row[f"{key}_diff{end}"]) for end in ("", "_low", "_high"))
+    if not math.isfinite(low):
+        return f"{diff:+.2f} (no interval)"
+    verdict = "higher" if low > 0 else "lower" if high < 0 else "not resolved"
+    return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}] ({verdict})"
+
+
+def difference_markdown(path: Path) -> str:
+    """Each SHAPO part against its Lagrangian baseline (against_baseline.csv): SHAPO moves
+    the frontier where it is higher in return and not higher in cost, or lower in cost and
+    not lower in return."""
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    lines = ["| SHAPO part | delta_down | baseline | env steps (SHAPO / baseline) | final return, "
+             "SHAPO - baseline [95% Welch CI] | final episode cost | cumulative training cost |",
+             "|---|---:|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['algo']} | {float(row['delta_down']):g} | {row['baseline']} "
+                     f"| {int(row['env_steps']):,} / {int(row['baseline_env_steps']):,} | "
+                     + " | ".join(difference_cell(row, key) for key in
+                                  ("episode_return", "episode_cost", "cumulative_cost")) + " |")
     return "\n".join(lines)
 
 
@@ -154,6 +182,8 @@ def main() -> None:
         hours[config["algo"], float(config["delta_down"]) if shapo else None] = \
             wall_hours(run_dir)
     table = markdown(summary, hours)
+    if (out / "against_baseline.csv").exists():
+        table += "\n\n" + difference_markdown(out / "against_baseline.csv")
     if (out / "crosscheck.jsonl").exists():
         table += "\n\n" + crosscheck_markdown(out / "crosscheck.jsonl")
     atomic_write_text(out / "table.md", table + "\n")

@@ -28,6 +28,7 @@ from shapo_jax.experiments import (
 )
 from shapo_jax.experiments.cli import plot_main, sweep_main
 from shapo_jax.experiments.grid import HP_FIELDS
+from shapo_jax.experiments.stats import against_baselines, baseline_setting, difference_band
 from shapo_jax.experiments.table import METRIC_COLUMNS
 
 SMALL = {"num_envs": 16, "rollout_length": 50, "total_steps": 2400, "log_every_steps": 800,
@@ -253,6 +254,14 @@ def test_cli_sweep_and_plot(tmp_path, reference, capsys):
         summary = list(csv.DictReader(handle))
     assert sorted(s["algo"] for s in summary) == ["ppo_lag", "shapo_ppo_lag"]
     assert all(s["seeds"] == "2" for s in summary)
+    with open(tmp_path / "figures" / "against_baseline.csv") as handle:
+        (difference,) = list(csv.DictReader(handle))
+    finals = {r["run_id"]: r for r in reference_rows if r["env_steps"] == 2400}  # last point
+    for key in ("episode_cost", "cumulative_cost"):
+        groups = [[r[key] for r in finals.values() if r["algo"] == algo]
+                  for algo in ("shapo_ppo_lag", "ppo_lag")]
+        want = np.mean(groups[0]) - np.mean(groups[1])
+        assert float(difference[f"{key}_diff"]) == pytest.approx(want, rel=1e-6, abs=1e-9)
     with pytest.raises(SystemExit):
         sweep_main(["--algos", "ppo_lag", "--envs", "TinyHazardNav", "--set", "nonsense=1",
                     "--out", str(tmp_path / "bad")])
@@ -368,3 +377,62 @@ def test_confidence_band_matches_scipy():
         assert mean[t] == pytest.approx(column.mean())
         assert (low[t], high[t]) == pytest.approx(want, rel=1e-9)
     assert mean[6] == values[0, 6] and np.isnan(low[6]) and np.isnan(high[6])
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_difference_band_is_welchs_interval(confidence):
+    rng = np.random.default_rng()
+    for _ in range(5):
+        a = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), size=int(rng.integers(2, 9)))
+        b = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), size=int(rng.integers(2, 9)))
+        want = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+        diff, low, high = difference_band(np.append(a, np.nan), b, confidence)
+        assert diff == pytest.approx(a.mean() - b.mean())
+        assert (low, high) == pytest.approx((want.low, want.high), rel=1e-8)
+    diff, low, high = difference_band(np.array([1.0]), np.array([0.0, 2.0]))
+    assert diff == 0.0 and np.isnan(low) and np.isnan(high)  # one seed: no interval
+
+
+def final_record(algo, seed, rng, **hp):
+    values = {"delta_down": 0.0, "rho_critic": 0.0, "cost_limit": 25.0, "actor_lr": 3e-4,
+              "critic_lr": 3e-4, "lagrange_lr": 0.035, **hp}
+    return {"run_id": f"{algo}-{hp}-{seed}", "env": "TinyHazardNav", "algo": algo,
+            "seed": seed, "env_steps": 1000, **values,
+            **{k: float(rng.normal()) for k in ("episode_return", "episode_cost",
+                                                 "cumulative_cost")}}
+
+
+def test_against_baselines_pairs_each_shapo_setting_with_its_lagrangian_one():
+    rng = np.random.default_rng()
+    shapo = {"delta_down": 0.01, "rho_critic": 0.01}
+    finals = ([final_record("ppo_lag", s, rng) for s in range(3)]
+              + [final_record("ppo_lag", s, rng, cost_limit=10.0) for s in range(3)]
+              + [final_record("shapo_ppo_lag", s, rng, **shapo) for s in range(4)]
+              + [final_record("shapo_ppo_lag", s, rng, delta_down=0.02, rho_critic=0.01,
+                              cost_limit=10.0) for s in range(2)]
+              + [final_record("shapo_trpo_lag", s, rng, **shapo) for s in range(3)])  # no TRPO
+    rows = against_baselines(finals)
+    assert [(r["algo"], r["delta_down"], r["cost_limit"], r["baseline"], r["seeds"],
+             r["baseline_seeds"]) for r in rows] == [
+        ("shapo_ppo_lag", 0.01, 25.0, "ppo_lag", 4, 3),
+        ("shapo_ppo_lag", 0.02, 10.0, "ppo_lag", 2, 3)]
+    for row in rows:
+        mine = [r for r in finals if (r["algo"], r["delta_down"], r["cost_limit"])
+                == (row["algo"], row["delta_down"], row["cost_limit"])]
+        base = [r for r in finals if (r["algo"], r["cost_limit"])
+                == ("ppo_lag", row["cost_limit"])]
+        for key in ("episode_return", "episode_cost", "cumulative_cost"):
+            want = scipy.stats.ttest_ind([r[key] for r in mine], [r[key] for r in base],
+                                         equal_var=False).confidence_interval(0.95)
+            assert (row[f"{key}_diff_low"], row[f"{key}_diff_high"]) == pytest.approx(
+                (want.low, want.high), rel=1e-8)
+
+
+def test_baseline_setting_resets_what_only_shapo_reads():
+    values = {"delta_down": 0.01, "rho_critic": 0.02, "cost_limit": 10.0, "actor_lr": 1e-3,
+              "critic_lr": 2e-3, "lagrange_lr": 0.05}
+    hp = tuple(values[f] for f in HP_FIELDS)
+    plain = tuple({**values, "delta_down": 0.0, "rho_critic": 0.0}[f] for f in HP_FIELDS)
+    assert baseline_setting(("SafetyPointGoal1", "shapo_trpo_lag", hp)) == (
+        "SafetyPointGoal1", "trpo_lag", plain)
+    assert baseline_setting(("SafetyPointGoal1", "ppo_lag", hp)) is None

@@ -12,7 +12,9 @@ from shapo_jax.experiments.grid import (
 )
 from shapo_jax.experiments.plots import plot_learning_curves, plot_pareto, plot_sweep
 from shapo_jax.experiments.stats import (
+    against_baselines,
     confidence_band,
+    difference_band,
     final_metrics,
     learning_curves,
     pareto_front,
@@ -29,8 +31,10 @@ __all__ = [
     "Member",
     "SweepResult",
     "SweepSpec",
+    "against_baselines",
     "assign_groups",
     "confidence_band",
+    "difference_band",
     "expand_grid",
     "final_metrics",
     "group_members",

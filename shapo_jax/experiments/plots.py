@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from shapo_jax.experiments.grid import HP_FIELDS  # noqa: E402
 from shapo_jax.experiments.stats import (  # noqa: E402
     Setting,
+    against_baselines,
     diverged_runs,
     final_metrics,
     healthy_rows,
@@ -180,14 +181,14 @@ def plot_pareto(summary: list[dict[str, Any]], env: str, stem: str | os.PathLike
     return save_figure(fig, stem, formats)
 
 
-def write_summary_csv(summary: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """The per-setting summary (means and confidence bounds) as a CSV file."""
-    if not summary:
-        raise ValueError("empty summary")
+def write_records_csv(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Records with one set of keys (a summary's: one per setting) as a CSV file, atomically."""
+    if not records:
+        raise ValueError(f"no records to write to {path}")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(summary[0]), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(summary)
+    writer.writerows(records)
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -196,7 +197,8 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
                formats: Sequence[str] = ("png", "pdf"),
                pool_programs: bool = False) -> list[Path]:
     """Every figure of a sweep (curves_<env>, pareto_<env>, and reweighting_<env> where SHAPO
-    ran) plus summary.csv under `out`.
+    ran) plus summary.csv under `out`, and against_baseline.csv where a SHAPO setting and its
+    Lagrangian baseline both ran (`stats.against_baselines`: SHAPO - baseline, Welch intervals).
 
     A setting (task, algorithm, traced settings) whose runs come from several programs (the
     sources' static configurations differ: another batch, preset or budget, but also another
@@ -226,11 +228,17 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
     rows = healthy_rows(rows)
     if not rows:
         raise ValueError("every run of the sweep diverged: nothing to plot")
-    summary = summarize_runs(final_metrics(rows, final_fraction), confidence)
+    finals = final_metrics(rows, final_fraction)
+    summary = summarize_runs(finals, confidence)
     for record in summary:  # the seeds that diverged, left out of this setting's figures
         record["diverged"] = dropped.get(setting_of(record), 0)
     out = Path(out)
-    paths = [write_summary_csv(summary, out / "summary.csv")]
+    paths = [write_records_csv(summary, out / "summary.csv")]
+    differences = against_baselines(finals, confidence)
+    if differences:
+        paths.append(write_records_csv(differences, out / "against_baseline.csv"))
+    else:  # not one left from an earlier call on other sources
+        (out / "against_baseline.csv").unlink(missing_ok=True)
     for env in sorted({r["env"] for r in rows}):
         settings = sorted({setting_of(r) for r in rows if r["env"] == env})
         paths += plot_learning_curves(rows, env, out / f"curves_{env}", confidence, formats)

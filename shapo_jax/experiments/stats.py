@@ -1,4 +1,5 @@
-"""Statistics over seeds: Student-t confidence bands, final values of runs, Pareto fronts.
+"""Statistics over seeds: Student-t confidence bands, final values of runs, Pareto fronts, and
+each SHAPO setting's difference from the Lagrangian baseline it perturbs.
 
 Self-contained (NumPy only): the t quantile comes from the regularised incomplete beta function
 (continued fraction, as in Numerical Recipes) and bisection.
@@ -13,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from shapo_jax.experiments.grid import HP_FIELDS
+from shapo_jax.training.config import TrainConfig
+from shapo_jax.training.hyperparameters import TRACED_SETTINGS
 
 Setting = tuple[str, str, tuple[float, ...]]  # (env, algo, hyperparameter values)
 
@@ -109,6 +112,29 @@ def confidence_band(
     return mean, mean - half, mean + half
 
 
+def difference_band(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), low, high): Welch's interval for the difference of the means of two
+    independent groups (the seeds of two settings), whose variances may differ; t quantile at
+    the Welch-Satterthwaite degrees of freedom. NaNs are ignored; the band is NaN where a group
+    has fewer than 2 finite values."""
+    groups = [np.asarray(g, dtype=np.float64).ravel() for g in (a, b)]
+    groups = [g[np.isfinite(g)] for g in groups]
+    if any(g.size == 0 for g in groups):
+        return math.nan, math.nan, math.nan
+    diff = float(groups[0].mean() - groups[1].mean())
+    if any(g.size < 2 for g in groups):
+        return diff, math.nan, math.nan
+    shares = [g.var(ddof=1) / g.size for g in groups]  # squared standard errors
+    spread = sum(shares)
+    if spread == 0.0:
+        return diff, diff, diff
+    df = spread ** 2 / sum(v ** 2 / (g.size - 1) for v, g in zip(shares, groups, strict=True))
+    half = student_t_quantile(0.5 + confidence / 2, df) * math.sqrt(spread)
+    return diff, diff - half, diff + half
+
+
 def pareto_front(costs: np.ndarray, returns: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated points (low cost, high return are better).
 
@@ -145,6 +171,53 @@ def programs_per_setting(rows: list[dict[str, Any]]) -> dict[Setting, list[str]]
     for row in rows:
         programs[setting_of(row)].add(row["group_id"])
     return {setting: sorted(ids) for setting, ids in programs.items() if len(ids) > 1}
+
+
+def baseline_setting(setting: Setting) -> Setting | None:
+    """The Lagrangian setting a SHAPO setting perturbs: the algorithm without `shapo_`, the
+    settings only SHAPO reads (delta_down, rho_critic) at their off value and every other one
+    equal. None for a setting that is not SHAPO's."""
+    env, algo, hp = setting
+    if not algo.startswith("shapo_"):
+        return None
+    base = TrainConfig(env=env, algo=algo.removeprefix("shapo_"))
+    values = tuple(s.off_value if s.off_value is not None and not s.used_by(base) else value
+                   for s, value in zip(TRACED_SETTINGS, hp, strict=True))
+    return env, base.algo, values
+
+
+DIFFERENCE_KEYS = ("episode_return", "episode_cost", "cumulative_cost")
+
+
+def against_baselines(finals: list[dict[str, Any]],
+                      confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per SHAPO setting whose baseline (`baseline_setting`) has runs among `finals`: its seed
+    counts and, for each of DIFFERENCE_KEYS, the difference SHAPO - baseline of the final
+    values' means over seeds with Welch's interval (`difference_band`; the seeds of the two
+    settings are independent runs). An interval above 0 is a higher value than the baseline's
+    at `confidence`, one holding 0 a difference these seeds do not resolve."""
+    groups: dict[Setting, list[dict[str, Any]]] = defaultdict(list)
+    for record in finals:
+        groups[setting_of(record)].append(record)
+    out = []
+    for setting, records in sorted(groups.items()):
+        baseline = baseline_setting(setting)
+        if baseline not in groups:
+            continue
+        env, algo, hp = setting
+        row: dict[str, Any] = {"env": env, "algo": algo, **dict(zip(HP_FIELDS, hp, strict=True)),
+                               "baseline": baseline[1], "seeds": len(records),
+                               "baseline_seeds": len(groups[baseline]),
+                               "env_steps": max(r["env_steps"] for r in records),
+                               "baseline_env_steps": max(r["env_steps"]
+                                                         for r in groups[baseline])}
+        for key in DIFFERENCE_KEYS:
+            diff, low, high = difference_band(np.array([r[key] for r in records]),
+                                              np.array([r[key] for r in groups[baseline]]),
+                                              confidence)
+            row[f"{key}_diff"], row[f"{key}_diff_low"], row[f"{key}_diff_high"] = diff, low, high
+        out.append(row)
+    return out
 
 
 def _by_run(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
