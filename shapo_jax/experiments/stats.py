@@ -1,8 +1,8 @@
 """Statistics over seeds: Student-t confidence bands, final values of runs, Pareto fronts, and
 each SHAPO setting's difference from the Lagrangian baseline it perturbs.
 
-Self-contained (NumPy only): the t quantile comes from the regularised incomplete beta function
-(continued fraction, as in Numerical Recipes) and bisection.
+The statistics need NumPy only: the t quantile comes from the regularised incomplete beta
+function (continued fraction, as in Numerical Recipes) and bisection.
 """
 
 from __future__ import annotations
