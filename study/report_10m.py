@@ -28,7 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from shapo_jax.experiments.plots import plot_sweep, save_figure
-from shapo_jax.experiments.stats import confidence_band, final_metrics, healthy_rows
+from shapo_jax.experiments.stats import (
+    DIFFERENCE_KEYS,
+    confidence_band,
+    final_metrics,
+    healthy_rows,
+)
 from shapo_jax.experiments.table import read_table, run_dirs
 from shapo_jax.io import atomic_write_text, read_jsonl
 
@@ -101,8 +106,7 @@ def difference_markdown(path: Path) -> str:
     for row in rows:
         lines.append(f"| {row['algo']} | {float(row['delta_down']):g} | {row['baseline']} "
                      f"| {int(row['env_steps']):,} / {int(row['baseline_env_steps']):,} | "
-                     + " | ".join(difference_cell(row, key) for key in
-                                  ("episode_return", "episode_cost", "cumulative_cost")) + " |")
+                     + " | ".join(difference_cell(row, key) for key in DIFFERENCE_KEYS) + " |")
     return "\n".join(lines)
 
 

@@ -173,6 +173,14 @@ def programs_per_setting(rows: list[dict[str, Any]]) -> dict[Setting, list[str]]
     return {setting: sorted(ids) for setting, ids in programs.items() if len(ids) > 1}
 
 
+def by_setting(records: list[dict[str, Any]]) -> dict[Setting, list[dict[str, Any]]]:
+    """`records` (final values, one per run) grouped by setting, in their order."""
+    groups: dict[Setting, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[setting_of(record)].append(record)
+    return groups
+
+
 def baseline_setting(setting: Setting) -> Setting | None:
     """The Lagrangian setting a SHAPO setting perturbs: the algorithm without `shapo_`, the
     settings only SHAPO reads (delta_down, rho_critic) at their off value and every other one
@@ -196,9 +204,7 @@ def against_baselines(finals: list[dict[str, Any]],
     values' means over seeds with Welch's interval (`difference_band`; the seeds of the two
     settings are independent runs). An interval above 0 is a higher value than the baseline's
     at `confidence`, one holding 0 a difference these seeds do not resolve."""
-    groups: dict[Setting, list[dict[str, Any]]] = defaultdict(list)
-    for record in finals:
-        groups[setting_of(record)].append(record)
+    groups = by_setting(finals)
     out = []
     for setting, records in sorted(groups.items()):
         baseline = baseline_setting(setting)
@@ -271,9 +277,7 @@ SUMMARY_KEYS = ("episode_return", "episode_cost", "cumulative_cost", "eval_retur
 def summarize_runs(finals: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
     """Per (env, algo, setting): seed count, budget per run (env_steps, the longest run's) and
     mean, low, high of each of SUMMARY_KEYS."""
-    groups: dict[Setting, list[dict[str, Any]]] = defaultdict(list)
-    for record in finals:
-        groups[setting_of(record)].append(record)
+    groups = by_setting(finals)
     out = []
     for (env, algo, hp), records in groups.items():
         summary: dict[str, Any] = {"env": env, "algo": algo,
