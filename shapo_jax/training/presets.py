@@ -9,12 +9,16 @@ both critics and the actor, the actor's rate decayed linearly to 0, each critic 
 gradient norm of 40 on its own. TRPOLag: trust region 0.01, CG 15 iterations with damping 0.1
 on every state (fisher_fraction 1), 10 critic epochs of 128-sample minibatches. Both: cost limit
 25, multiplier init 0.001 and Adam 0.035 on the expected episode cost, [64, 64] tanh networks,
-observation normalisation, gamma 0.99, GAE lambda 0.95.
+observation normalisation, gamma 0.99, GAE lambda 0.95; the reward advantage standardised over
+the batch and the cost advantage only centred (OmniSafe's `standardized_cost_adv` subtracts the
+mean and keeps the scale), as shapo-jax always does (docs/algorithms.md §1).
 
-Where it cannot follow OmniSafe (docs/algorithms.md §6 lists the same):
+Where it cannot follow OmniSafe (docs/algorithms.md §11 points here):
+- OmniSafe's 4 environments run 5,000 steps each per update, so GAE sees long stretches of
+  every episode; a batched trainer gathers its batch as many short rollouts (40 x 512 here,
+  1,024 x 20 in the 10M study), whose later steps lean more on the critics' bootstraps.
 - OmniSafe's critic loss adds an L2 penalty on the critic weights (critic_norm_coef 0.001);
   shapo-jax has none.
-- OmniSafe standardises the cost advantage; shapo-jax only centres it (§1).
 - OmniSafe's vectorised environments reset in lockstep and it counts every episode; shapo-jax
   starts its environments at random points and counts full episodes only (§10).
 - OmniSafe steps each minibatch's critics before its actor; the two are independent, so the
