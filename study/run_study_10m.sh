@@ -1,6 +1,8 @@
 #!/bin/bash
 # SafetyPointGoal1 at the field's budget (issue 15; RESULTS.md, "SafetyPointGoal1 at 10M env
-# steps"). OmniSafe 0.5's PPOLag/TRPOLag settings (--preset omnisafe) with its batch of about
+# steps"). OmniSafe 0.5's PPOLag/TRPOLag settings (--preset omnisafe; the parts run with its
+# first form, before the corrections listed in shapo_jax/training/presets.py, are kept in
+# study/runs/SafetyPointGoal1-10M-preset1) with its batch of about
 # 20,000 steps per update gathered as 1,024 envs x 20 steps (20,480 steps, 320 minibatches of
 # 64 for PPO); 490 updates = 10,035,200 env steps per run; 4 seeds vmapped in one program on
 # 2 CPU devices, 2 whole seeds per device (TrainingProgram.shards_members; BENCHMARKS.md).
@@ -51,7 +53,9 @@ part ppo_lag --algo ppo_lag
 part trpo_lag --algo trpo_lag
 part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005
 part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
-part shapo_trpo_lag-d0.001 --algo shapo_trpo_lag --delta-down 0.001
+# a tenth of the trust region: OmniSafe's 0.01 per action dimension is 0.02 in the summed KL
+# that delta_down measures, on the Point's 2 actions
+part shapo_trpo_lag-d0.002 --algo shapo_trpo_lag --delta-down 0.002
 # Our batched defaults (TrainConfig: 4 epochs of 8 minibatches, constant learning rate, no KL
 # stop, one clip over both critics) at the same batch of 1,024 envs x 20 steps.
 # A study of their own: the figures and tables take a setting to be (algorithm, radius, ...),

@@ -572,4 +572,108 @@ def test_omnisafe_preset_sets_their_batch_and_flags_override_it():
         ["--preset", "omnisafe", "--algo", "trpo_lag", "--set", "critic_epochs=3"]))
     assert trpo.minibatch_size == 128 and trpo.fisher_fraction == 1.0
     assert trpo.critic_epochs == 3  # --set wins over the preset
-    assert trpo.trpo_settings().trust_region == 0.01
+    # OmniSafe's KL is a mean over the action dimensions: in our summed KL, x action_size
+    assert trpo.trpo_kl_per_action_dim and trpo.critic_lr == 1e-3
+    assert trpo.trpo_settings(3).trust_region == pytest.approx(0.03)
+    assert trpo.trpo_settings(3).cg_damping == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="action size"):
+        trpo.trpo_settings()
+    assert (config.init_log_std, config.critic_l2, config.cost_estimator) == (0.0, 0.001, "rate")
+
+
+# ----- 3. the critics' L2 penalty and TRPO's KL per action dimension --------------------------
+
+@pytest.mark.parametrize("separate", [False, True])
+@pytest.mark.parametrize("sharpness_aware", [False, True])
+def test_critic_l2_penalty_against_hand_reference(separate, sharpness_aware):
+    """loss + l2 ||w||^2: the gradient gains 2 l2 w (SAM: taken at w + eps, eps from the
+    penalised gradient); the reported losses stay the squared errors."""
+    seed = fresh_seed()
+    params, _, batch = critic_case(seed, ratio=float(RNG.uniform(1, 10)))
+    l2, rho = float(RNG.uniform(1e-3, 1e-1)), float(RNG.uniform(0.01, 0.3))
+    targets = {"reward": batch.reward_target, "cost": batch.cost_target}
+    w = {k: flat(params[k]) for k in targets}
+
+    def penalised_grad(k, vector):
+        return flat(hand_grad(unflat(vector, params[k]), batch.obs, targets[k])) + 2 * l2 * vector
+
+    g = {k: penalised_grad(k, w[k]) for k in targets}
+    if sharpness_aware:
+        norms = ({k: np.linalg.norm(g[k]) for k in g} if separate else
+                 dict.fromkeys(g, np.sqrt(sum(np.sum(v ** 2) for v in g.values()))))
+        want = {k: penalised_grad(k, w[k] + rho * g[k] / norms[k]) for k in g}
+    else:
+        want = g
+    losses, got = jax.jit(critic_gradient, static_argnums=(1, 4, 5, 6))(
+        params, trainer().networks, batch, jnp.float32(rho), sharpness_aware, separate, l2)
+    for k in targets:
+        np.testing.assert_allclose(flat(got[k]), want[k], rtol=2e-4, atol=1e-6,
+                                   err_msg=f"{k}, seed {seed}")
+    mse = [float(hand_loss(params[k], batch.obs, targets[k])) for k in ("reward", "cost")]
+    np.testing.assert_allclose(np.asarray(losses), mse, rtol=1e-5, err_msg=f"seed {seed}")
+    with pytest.raises(ValueError, match="l2"):
+        CriticSettings(l2=-l2)
+
+
+def test_trpo_kl_per_action_dim_is_omnisafes_natural_step():
+    """OmniSafe's TRPO bounds the KL averaged over the action dimensions, i.e. our summed KL
+    / A: its step solves (F/A + d I) x = g and scales x to KL/A = delta. Our natural step with
+    trust region A delta and damping A d (what `trpo_settings` gives) is that step."""
+    from shapo_jax.sharpness import natural_step
+
+    rng = np.random.default_rng()
+    n, rank, actions = 12, int(rng.integers(3, 8)), int(rng.integers(2, 9))
+    jacobian = rng.standard_normal((rank, n))
+    fisher = jacobian.T @ jacobian  # the Fisher of the summed KL, PSD, rank-deficient
+    g = rng.standard_normal(n)
+    delta, damping = float(rng.uniform(0.005, 0.05)), float(rng.uniform(0.05, 0.5))
+    omnisafe = fisher / actions + damping * np.eye(n)
+    x = np.linalg.solve(omnisafe, g)
+    want = np.sqrt(2 * delta / (x @ omnisafe @ x)) * x
+    config = TrainConfig(algo="trpo_lag", trust_region=delta, trpo_cg_damping=damping,
+                         trpo_kl_per_action_dim=True)
+    settings = config.trpo_settings(actions)
+    got = natural_step(jnp.asarray(g, jnp.float32),
+                       lambda v: jnp.asarray(fisher, jnp.float32) @ v, settings.trust_region,
+                       cg_iters=4 * n, damping=settings.cg_damping)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-6)
+    # the same bound: KL_omnisafe(s) = s^T F s / (2 A) <= delta  <=>  s^T F s / 2 <= A delta
+    assert settings.trust_region == pytest.approx(actions * delta)
+
+
+def test_trainer_gives_trpo_the_per_action_settings():
+    """A TRPO-Lag trainer with trpo_kl_per_action_dim updates exactly as one given the trust
+    region and damping multiplied by the action size."""
+    rng = np.random.default_rng()
+    env = envs.make("TinyHazardNav")
+    delta, damping = float(rng.uniform(0.005, 0.05)), float(rng.uniform(0.05, 0.5))
+    base = dict(env="TinyHazardNav", algo="trpo_lag", num_envs=8, rollout_length=8,
+                num_minibatches=2, critic_epochs=1, hidden_sizes=(8,), total_steps=128)
+    per_action = make_train(TrainConfig(**base, trust_region=delta, trpo_cg_damping=damping,
+                                        trpo_kl_per_action_dim=True), env)
+    summed = make_train(TrainConfig(**base, trust_region=delta * env.action_size,
+                                    trpo_cg_damping=damping * env.action_size), env)
+    key = jax.random.PRNGKey(int(rng.integers(1 << 30)))
+    outputs = [jax.jit(lambda s, t=t: t.run(s, 2))(t.init(key)) for t in (per_action, summed)]
+    assert_trees_equal(outputs[0], outputs[1], "per-action settings against scaled ones")
+    unscaled = make_train(TrainConfig(**base, trust_region=delta, trpo_cg_damping=damping), env)
+    other = jax.jit(lambda s: unscaled.run(s, 2))(unscaled.init(key))
+    assert not np.allclose(flat(other[0].learner.actor_params),
+                           flat(outputs[0][0].learner.actor_params))
+
+
+def test_new_fields_stay_out_of_config_dicts_at_their_defaults():
+    """critic_l2 and trpo_kl_per_action_dim are written only when set, so that the run ids of
+    sweeps made before them stay the same; a config round-trips either way."""
+    default = TrainConfig(algo="trpo_lag")
+    assert not {"critic_l2", "trpo_kl_per_action_dim"} & set(default.to_dict())
+    assert TrainConfig.from_dict(default.to_dict()) == default
+    l2 = float(RNG.uniform(1e-4, 1e-2))
+    changed = dataclasses.replace(default, critic_l2=l2, trpo_kl_per_action_dim=True)
+    data = changed.to_dict()
+    assert (data["critic_l2"], data["trpo_kl_per_action_dim"]) == (l2, True)
+    assert TrainConfig.from_dict(data) == changed
+    for bad, match in (({"critic_l2": -l2}, "critic_l2"),
+                       ({"trpo_kl_per_action_dim": 1}, "trpo_kl_per_action_dim")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(default, **bad)

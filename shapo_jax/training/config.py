@@ -38,6 +38,8 @@ COST_ESTIMATORS = ("recent_episodes", "rate", "episodes")
 # Fields renamed since 0.1 (old name -> new name); `from_dict` reads the old names too, so an
 # old config.json still resumes (CHANGELOG.md).
 RENAMED_FIELDS = {"cg_iters": "shapo_cg_iters", "cg_damping": "shapo_cg_damping"}
+# fields that `to_dict` writes only where they differ from their defaults
+LEFT_OUT_AT_DEFAULT = ("env_options", "critic_l2", "trpo_kl_per_action_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +72,8 @@ class TrainConfig(TracedDefaults):
     target_kl: float | None = PpoSettings.target_kl
     actor_lr_schedule: str = "constant"
     separate_critics: bool = False
+    # OmniSafe 0.5's critic_norm_coef: l2 * ||w||^2 added to each critic's loss (0: none)
+    critic_l2: float = 0.0
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     init_log_std: float = -0.5
@@ -102,6 +106,9 @@ class TrainConfig(TracedDefaults):
     line_search_steps: int = TrpoSettings.line_search_steps
     line_search_decay: float = TrpoSettings.line_search_decay
     critic_epochs: int = TrpoSettings.critic_epochs
+    # OmniSafe 0.5 averages TRPO's KL over the action dimensions as well as the states; with
+    # True, trust_region and trpo_cg_damping are in those units (docs/algorithms.md §6)
+    trpo_kl_per_action_dim: bool = False
     # bookkeeping
     seed: int = 0
     num_seeds: int = 1
@@ -178,7 +185,7 @@ class TrainConfig(TracedDefaults):
         for setting in TRACED_SETTINGS:
             setting.check(getattr(self, setting.name))
         for name in ("entropy_coef", "lagrange_init", "shapo_cg_damping", "trpo_cg_damping",
-                     "pid_kp", "pid_ki", "pid_kd"):
+                     "pid_kp", "pid_ki", "pid_kd", "critic_l2"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 fail(f"{name}={value!r}; must be a finite number >= 0")
@@ -188,8 +195,9 @@ class TrainConfig(TracedDefaults):
                 isinstance(self.target_kl, int | float) and not isinstance(self.target_kl, bool)
                 and math.isfinite(self.target_kl) and self.target_kl > 0):
             fail(f"target_kl={self.target_kl!r}; must be null (off) or a finite number > 0")
-        if not isinstance(self.separate_critics, bool):
-            fail(f"separate_critics={self.separate_critics!r}; must be true or false")
+        for name in ("separate_critics", "trpo_kl_per_action_dim"):
+            if not isinstance(getattr(self, name), bool):
+                fail(f"{name}={getattr(self, name)!r}; must be true or false")
         positive = ("clip", "max_grad_norm", "trust_region")
         for name in positive:
             value = getattr(self, name)
@@ -234,12 +242,23 @@ class TrainConfig(TracedDefaults):
                            num_minibatches=self.num_minibatches, target_kl=self.target_kl)
 
     def critic_settings(self) -> CriticSettings:
-        return CriticSettings(separate=self.separate_critics, max_grad_norm=self.max_grad_norm)
+        return CriticSettings(separate=self.separate_critics, max_grad_norm=self.max_grad_norm,
+                              l2=self.critic_l2)
 
-    def trpo_settings(self) -> TrpoSettings:
+    def trpo_settings(self, action_size: int | None = None) -> TrpoSettings:
+        """TRPO's settings in the summed-over-actions KL the learner measures. With
+        `trpo_kl_per_action_dim`, the KL OmniSafe 0.5 bounds is that KL / action_size, so its
+        trust region and damping are ours divided by action_size: both are multiplied by it
+        here, which gives the same step and line search exactly (docs/algorithms.md §6)."""
+        scale = 1
+        if self.trpo_kl_per_action_dim:
+            if action_size is None or action_size < 1:
+                raise ValueError("trpo_kl_per_action_dim=True needs the environment's action "
+                                 f"size (a positive integer), got {action_size!r}")
+            scale = action_size
         return TrpoSettings(
-            trust_region=self.trust_region, cg_iters=self.trpo_cg_iters,
-            cg_damping=self.trpo_cg_damping, fisher_fraction=self.fisher_fraction,
+            trust_region=self.trust_region * scale, cg_iters=self.trpo_cg_iters,
+            cg_damping=self.trpo_cg_damping * scale, fisher_fraction=self.fisher_fraction,
             line_search_steps=self.line_search_steps, line_search_decay=self.line_search_decay,
             critic_epochs=self.critic_epochs, num_minibatches=self.num_minibatches,
         )
@@ -247,12 +266,13 @@ class TrainConfig(TracedDefaults):
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
-        # Without options the key is left out, so that the run ids of sweeps (digests of this
-        # dict) stay those of configs written before the field existed.
-        if self.env_options:
-            out["env_options"] = dict(self.env_options)
-        else:
-            del out["env_options"]
+        out["env_options"] = dict(self.env_options)
+        # Fields added since sweeps first named their runs are left out at their defaults, so
+        # that the run ids (digests of this dict) stay those of configs written before them.
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for name in LEFT_OUT_AT_DEFAULT:
+            if getattr(self, name) == defaults[name]:
+                del out[name]
         return out
 
     def make_env(self):

@@ -5,15 +5,21 @@ Two modes (`CriticSettings.separate`): the joint step (default) takes one loss, 
 perturbation and one gradient clip over both critics; the separate step (OmniSafe 0.5's
 practice) gives each critic its own perturbation, normalised by its own gradient, and its own
 clip, so a critic with a small loss is not left unperturbed by the other's large gradient.
+
+`CriticSettings.l2` adds l2 * ||w||^2 (every weight and bias of a critic) to each critic's
+loss, OmniSafe 0.5's `critic_norm_coef`; the logged losses stay the squared errors.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import optax
 from chex import ArrayTree
 
 from shapo_jax.sharpness.sam import isolated_value_and_grad, sharpness_aware_value_and_grad
+from shapo_jax.sharpness.tree_math import tree_vdot
 from shapo_jax.update.learner import Networks, UpdateBatch, make_optimizer
 from shapo_jax.update.losses import value_loss
 from shapo_jax.update.settings import CriticSettings
@@ -22,14 +28,20 @@ CRITICS = ("reward", "cost")
 
 
 def critic_loss(
-    critic_params: ArrayTree, networks: Networks, batch: UpdateBatch
+    critic_params: ArrayTree, networks: Networks, batch: UpdateBatch, l2: float = 0.0
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Sum of the reward and cost critics' squared errors; aux: the two losses."""
+    """Sum of the reward and cost critics' squared errors, plus l2 * ||w||^2 over both
+    critics' parameters; aux: the two squared errors."""
     reward_loss = value_loss(networks.critic.apply(critic_params["reward"], batch.obs),
                              batch.reward_target)
     cost_loss = value_loss(networks.critic.apply(critic_params["cost"], batch.obs),
                            batch.cost_target)
-    return reward_loss + cost_loss, (reward_loss, cost_loss)
+    return with_weight_penalty(reward_loss + cost_loss, critic_params, l2), (reward_loss, cost_loss)
+
+
+def with_weight_penalty(loss: jax.Array, params: ArrayTree, l2: float) -> jax.Array:
+    """loss + l2 * ||params||^2 (every squared parameter); `loss` itself, untouched, at l2 = 0."""
+    return loss + l2 * tree_vdot(params, params) if l2 else loss
 
 
 def critic_gradient(
@@ -39,27 +51,33 @@ def critic_gradient(
     rho: jax.Array,
     sharpness_aware: bool,
     separate: bool = False,
+    l2: float = 0.0,
 ) -> tuple[tuple[jax.Array, jax.Array], ArrayTree]:
     """((reward loss, cost loss) at the unperturbed critics, the gradient the optimiser gets).
 
     Joint (`separate=False`): SAM on the summed loss, eps = rho g / ||g|| with one norm over
     both critics. Separate: for each critic k, eps_k = rho g_k / ||g_k|| from its own loss,
-    and its gradient at w_k + eps_k. Without `sharpness_aware`, the plain gradient.
+    and its gradient at w_k + eps_k. Without `sharpness_aware`, the plain gradient. `l2`: the
+    weight penalty in every loss (`critic_loss`); the returned losses leave it out.
     """
     if not separate:
+        # l2 is bound as a constant of the loss: as an argument the barrier would trace it
+        loss_fn = functools.partial(critic_loss, l2=l2) if l2 else critic_loss
         if sharpness_aware:
             # At rho = 0 the perturbed point is exactly critic_params: the plain gradient.
             (_, losses), grad = sharpness_aware_value_and_grad(
-                critic_loss, critic_params, rho, networks, batch, has_aux=True
+                loss_fn, critic_params, rho, networks, batch, has_aux=True
             )
         else:
             (_, losses), grad = isolated_value_and_grad(
-                critic_loss, critic_params, networks, batch, has_aux=True
+                loss_fn, critic_params, networks, batch, has_aux=True
             )
         return losses, grad
 
-    def single_loss(params: ArrayTree, obs: jax.Array, target: jax.Array) -> jax.Array:
-        return value_loss(networks.critic.apply(params, obs), target)
+    def single_loss(params: ArrayTree, obs: jax.Array,
+                    target: jax.Array) -> tuple[jax.Array, jax.Array]:
+        error = value_loss(networks.critic.apply(params, obs), target)
+        return with_weight_penalty(error, params, l2), error
 
     if set(critic_params) != set(CRITICS):
         raise ValueError(f"critic_gradient: expected critics {CRITICS}, got {tuple(critic_params)}")
@@ -67,12 +85,12 @@ def critic_gradient(
     losses, grad = {}, {}
     for name in CRITICS:
         if sharpness_aware:
-            losses[name], grad[name] = sharpness_aware_value_and_grad(
-                single_loss, critic_params[name], rho, batch.obs, targets[name]
+            (_, losses[name]), grad[name] = sharpness_aware_value_and_grad(
+                single_loss, critic_params[name], rho, batch.obs, targets[name], has_aux=True
             )
         else:
-            losses[name], grad[name] = isolated_value_and_grad(
-                single_loss, critic_params[name], batch.obs, targets[name]
+            (_, losses[name]), grad[name] = isolated_value_and_grad(
+                single_loss, critic_params[name], batch.obs, targets[name], has_aux=True
             )
     return (losses["reward"], losses["cost"]), grad
 
@@ -111,14 +129,16 @@ def critic_step(
     sharpness_aware: bool,
     *,
     separate: bool = False,
+    l2: float = 0.0,
 ) -> tuple[ArrayTree, optax.OptState, dict[str, jax.Array]]:
     """One optimiser step on both critics; SAM with radius `rho` when `sharpness_aware`.
 
     `separate` (`CriticSettings.separate`): per-critic perturbations (`critic_gradient`); then
-    `optimizer` must clip each critic on its own, as `critic_optimizer` gives.
+    `optimizer` must clip each critic on its own, as `critic_optimizer` gives. `l2`
+    (`CriticSettings.l2`): the weight penalty of every critic's loss.
     """
     (reward_loss, cost_loss), grad = critic_gradient(
-        critic_params, networks, batch, rho, sharpness_aware, separate
+        critic_params, networks, batch, rho, sharpness_aware, separate, l2
     )
     updates, opt_state = optimizer.update(grad, opt_state, critic_params)
     critic_params = optax.apply_updates(critic_params, updates)

@@ -87,7 +87,7 @@ def make_ppo_update(
         critic_params, critic_opt_state, critic_metrics = critic_step(
             learner.critic_params, learner.critic_opt_state, critics_optimizer, networks,
             minibatch, hp.critic_radius, sharpness_aware=shapo is not None,
-            separate=critic.separate,
+            separate=critic.separate, l2=critic.l2,
         )
         learner = LearnerState(actor_params, critic_params, actor_opt_state, critic_opt_state)
         return learner, {**step.metrics, **critic_metrics}

@@ -77,16 +77,21 @@ class CriticSettings:
       state is the same in both modes (`init_optimizer`, checkpoints).
     max_grad_norm: the per-critic clip, required with `separate=True` (the trainer gives
       `TrainConfig.max_grad_norm`, the value of the joint clip); not read otherwise.
+    l2: weight penalty l2 * ||w||^2 added to each critic's loss (OmniSafe 0.5's
+      `critic_norm_coef`, 0.001 in its on-policy configs); 0 (default): none.
     """
 
     separate: bool = False
     max_grad_norm: float | None = None
+    l2: float = 0.0
 
     def __post_init__(self):
         if self.separate and (self.max_grad_norm is None or not math.isfinite(self.max_grad_norm)
                               or self.max_grad_norm <= 0):
             raise ValueError("CriticSettings: separate=True needs a finite max_grad_norm > 0, "
                              f"got {self.max_grad_norm!r}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"CriticSettings: l2 must be a finite number >= 0, got {self.l2!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -193,7 +193,7 @@ def make_trpo_update(
         params, opt_state = carry
         params, opt_state, metrics = critic_step(
             params, opt_state, critics_optimizer, networks, minibatch, hp.critic_radius,
-            sharpness_aware=shapo is not None, separate=critic.separate,
+            sharpness_aware=shapo is not None, separate=critic.separate, l2=critic.l2,
         )
         return (params, opt_state), metrics
 
