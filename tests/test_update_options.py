@@ -673,7 +673,43 @@ def test_new_fields_stay_out_of_config_dicts_at_their_defaults():
     data = changed.to_dict()
     assert (data["critic_l2"], data["trpo_kl_per_action_dim"]) == (l2, True)
     assert TrainConfig.from_dict(data) == changed
-    for bad, match in (({"critic_l2": -l2}, "critic_l2"),
+    for bad, match in (({"critic_l2": -l2}, "critic_l2"), ({"critic_l2": True}, "critic_l2"),
                        ({"trpo_kl_per_action_dim": 1}, "trpo_kl_per_action_dim")):
         with pytest.raises(ValueError, match=match):
             dataclasses.replace(default, **bad)
+
+
+@pytest.mark.parametrize("algo", ["ppo_lag", "trpo_lag"])
+def test_trainer_gives_the_critics_their_l2_penalty(algo):
+    """`critic_l2` reaches the critic step through the trainer: one update of a trainer with
+    the penalty moves the critics as the update built with CriticSettings(l2=...) does, and
+    not as the unpenalised one."""
+    rng = np.random.default_rng()
+    l2 = float(rng.uniform(0.05, 0.5))
+    env = envs.make("TinyHazardNav")
+    config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=8, rollout_length=8,
+                         num_minibatches=2, update_epochs=1, critic_epochs=1,
+                         hidden_sizes=(8,), total_steps=128, critic_l2=l2)
+    trainer = make_train(config, env)
+    key = jax.random.PRNGKey(int(rng.integers(1 << 30)))
+    learner = trainer.init(key).learner
+    # a random batch of this config's size (the module's batch, cut to it; fresh states)
+    batch = jax.tree_util.tree_map(lambda x: x[:config.batch_size],
+                                   random_learner_and_batch(int(rng.integers(2**31)))[1])
+    batch = batch.replace(obs=jnp.asarray(rng.standard_normal(
+        (config.batch_size, env.observation_size)), jnp.float32))
+    factory = make_trpo_update if algo == "trpo_lag" else make_ppo_update
+    settings = {"trpo": config.trpo_settings()} if algo == "trpo_lag" else {
+        "ppo": config.ppo_settings()}
+
+    def critics(update):
+        new, _ = jax.jit(update)(learner, batch, key, HP)
+        return flat(new.critic_params)
+
+    got = critics(trainer.policy_update)
+    want = critics(factory(trainer.networks, trainer.optimizer, critic=CriticSettings(l2=l2),
+                           **settings))
+    plain = critics(factory(trainer.networks, trainer.optimizer, critic=CriticSettings(),
+                            **settings))
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got - plain).max() > 1e-6

@@ -187,7 +187,8 @@ class TrainConfig(TracedDefaults):
         for name in ("entropy_coef", "lagrange_init", "shapo_cg_damping", "trpo_cg_damping",
                      "pid_kp", "pid_ki", "pid_kd", "critic_l2"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            if isinstance(value, bool) or not (
+                    isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 fail(f"{name}={value!r}; must be a finite number >= 0")
         if self.actor_lr_schedule not in ACTOR_LR_SCHEDULES:
             fail(f"actor_lr_schedule={self.actor_lr_schedule!r}; valid: {ACTOR_LR_SCHEDULES}")

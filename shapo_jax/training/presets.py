@@ -21,8 +21,12 @@ so the episodes it averages (its last 50) were each run by one of the latest pol
 environments start at random points of their episodes and a batch holds a few steps of each,
 so an episode that ends in this batch was run by the policies of the last 1000 / rollout_length
 updates; their mean cost lags the policy by half that. The preset gives the multiplier the
-batch's cost rate x episode length instead (`cost_estimator="rate"`), the current policy's
-expected episode cost, with no lag (docs/algorithms.md §10).
+batch's cost rate x episode length instead (`cost_estimator="rate"`): the cost of the current
+policy's actions over every phase of the episode, without the episodes' lag (the states still
+come partly from older policies; OmniSafe's 50-episode window lags by about one epoch). It
+assumes full-length episodes: on tasks whose episodes end early (the locomotion tasks' health
+checks, the fall tasks) it overstates the episode cost, and `--set
+cost_estimator=recent_episodes` is the closer choice there (docs/algorithms.md §10).
 
 Where it cannot follow OmniSafe (docs/algorithms.md §11 points here):
 - OmniSafe's environments run 5,000 steps each per update, so GAE sees long stretches of
