@@ -250,7 +250,8 @@ class TrainConfig(TracedDefaults):
         """TRPO's settings in the summed-over-actions KL the learner measures. With
         `trpo_kl_per_action_dim`, the KL OmniSafe 0.5 bounds is that KL / action_size, so its
         trust region and damping are ours divided by action_size: both are multiplied by it
-        here, which gives the same step and line search exactly (docs/algorithms.md §6)."""
+        here, which gives the same step and line search in exact arithmetic (docs/algorithms.md
+        §6)."""
         scale = 1
         if self.trpo_kl_per_action_dim:
             if action_size is None or action_size < 1:

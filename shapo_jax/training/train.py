@@ -401,20 +401,18 @@ def make_train(config: TrainConfig, env: Env, vmap_axis_name: str | None = None,
     optimizer = make_optimizer(config.max_grad_norm)
     networks = make_networks(config, env.action_size)
     return Trainer(config=config, env=env, networks=networks, optimizer=optimizer,
-                   policy_update=make_policy_update(config, networks, optimizer,
-                                                    action_size=env.action_size),
+                   policy_update=make_policy_update(config, networks, optimizer),
                    vmap_axis_name=vmap_axis_name, env_pieces=env_pieces,
                    eval_pieces=eval_pieces)
 
 
 def make_policy_update(
-    config: TrainConfig, networks: Networks, optimizer: optax.GradientTransformation,
-    action_size: int | None = None,
+    config: TrainConfig, networks: Networks, optimizer: optax.GradientTransformation
 ) -> PolicyUpdate:
-    """The update of `config.algo`: `make_trpo_update` or `make_ppo_update`, SHAPO or plain.
-    `action_size`: the environment's, needed by `trpo_kl_per_action_dim`."""
+    """The update of `config.algo`: `make_trpo_update` or `make_ppo_update`, SHAPO or plain."""
     if config.uses_trpo:
-        return make_trpo_update(networks, optimizer, trpo=config.trpo_settings(action_size),
+        trpo = config.trpo_settings(networks.actor.action_size)  # trpo_kl_per_action_dim reads it
+        return make_trpo_update(networks, optimizer, trpo=trpo,
                                 shapo=config.shapo_settings(), critic=config.critic_settings())
     return make_ppo_update(networks, optimizer, ppo=config.ppo_settings(),
                            shapo=config.shapo_settings(), critic=config.critic_settings())
