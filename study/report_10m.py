@@ -148,17 +148,17 @@ def plot_against_omnisafe(study: Path, out: Path) -> list[Path]:
     for record in finals:
         parts.setdefault(record["run_id"].rsplit("/", 1)[0], []).append(record)
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab10" if len(parts) <= 10 else "tab20")  # OmniSafe's in black
     for i, (part, records) in enumerate(sorted(parts.items())):
         cost = np.array([r["episode_cost"] for r in records])
         ret = np.array([r["episode_return"] for r in records])
         ddof = 1 if len(records) > 1 else 0
         ax.errorbar(cost.mean(), ret.mean(), xerr=cost.std(ddof=ddof), yerr=ret.std(ddof=ddof),
-                    fmt="o", color=colors(i), capsize=3, label=f"{part.split('/')[-1]} "
+                    fmt="o", color=colors(i % colors.N), capsize=3, label=f"{part.split('/')[-1]} "
                     f"({len(records)} seeds, {max(r['env_steps'] for r in records):,} steps)")
-    for j, (name, ret, ret_sd, cost, cost_sd) in enumerate(OMNISAFE.values()):
-        ax.errorbar(cost, ret, xerr=cost_sd, yerr=ret_sd, fmt="s", mfc="none", capsize=3,
-                    color=colors(8 + j), label=f"OmniSafe 0.5 {name} (10M steps)")
+    for marker, (name, ret, ret_sd, cost, cost_sd) in zip("sD", OMNISAFE.values(), strict=True):
+        ax.errorbar(cost, ret, xerr=cost_sd, yerr=ret_sd, fmt=marker, mfc="none", capsize=3,
+                    color="k", label=f"OmniSafe 0.5 {name} (10M steps)")
     ax.axvline(25, color="k", ls="--", lw=1)
     ax.set_xlabel("final episode cost (cost limit 25, dashed)")
     ax.set_ylabel("final episode return")
