@@ -1,0 +1,98 @@
+"""study/report_10m.py's tables: training wall time summed over the log chunks, the verdict of
+a SHAPO-minus-baseline interval, and the cross-check table's paired intervals, each against an
+independent computation (a closed-form sum, scipy's Student t) on fresh random inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("report_10m", ROOT / "study/report_10m.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    mean = float(np.mean(values))
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _numbers(cell: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[-+]?\d+\.\d+", cell)]
+
+
+def test_wall_hours_sums_each_log_chunk_over_its_rate(report, tmp_path: Path) -> None:
+    rng = np.random.default_rng()
+    seeds = int(rng.integers(1, 5))
+    chunks = rng.integers(1, 50, size=int(rng.integers(2, 8))) * 20480
+    rates = rng.uniform(500, 5000, size=len(chunks))
+    steps = np.cumsum(chunks)
+    with open(tmp_path / "metrics.jsonl", "w") as handle:
+        for step, rate in zip(steps, rates, strict=True):
+            for seed in range(seeds):  # one record per seed, the program's rate in each
+                handle.write(json.dumps({"env_steps": int(step), "seed": seed,
+                                         "sps": float(rate)}) + "\n")
+        handle.write(json.dumps({"env_steps": int(steps[-1]), "eval_return": 1.0}) + "\n")
+    expected = float(np.sum(chunks * seeds / rates)) / 3600
+    assert report.wall_hours(tmp_path) == pytest.approx(expected, rel=1e-12)
+
+
+def test_difference_cell_says_which_side_of_zero_the_interval_lies(report) -> None:
+    rng = np.random.default_rng()
+    for _ in range(20):
+        low, high = np.sort(rng.normal(size=2) * 3)
+        diff = rng.uniform(low, high)
+        row = {f"episode_return_diff{end}": str(v)
+               for end, v in (("", diff), ("_low", low), ("_high", high))}
+        cell = report.difference_cell(row, "episode_return")
+        verdict = "higher" if low > 0 else "lower" if high < 0 else "not resolved"
+        assert cell.endswith(f"({verdict})"), (cell, low, high)
+        assert _numbers(cell) == pytest.approx([diff, low, high], abs=0.006)
+    row = {"episode_return_diff": "1.5", "episode_return_diff_low": "nan",
+           "episode_return_diff_high": "nan"}
+    assert report.difference_cell(row, "episode_return") == "+1.50 (no interval)"
+
+
+def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
+        report, tmp_path: Path) -> None:
+    rng = np.random.default_rng()
+    parts = {"ppo_lag": int(rng.integers(2, 6)), "trpo_lag": int(rng.integers(2, 6))}
+    values = {}
+    with open(tmp_path / "crosscheck.jsonl", "w") as handle:
+        for part, seeds in parts.items():
+            port = rng.normal(10, 5, size=(seeds, 2))
+            original = port + rng.normal(1, 2, size=(seeds, 2))
+            values[part] = (port, original)
+            for member in range(seeds):
+                record = {"part": part, "member": member, "episodes": 32,
+                          "port": {"episode_return_mean": port[member, 0],
+                                   "episode_cost_mean": port[member, 1]},
+                          "original": {"episode_return_mean": original[member, 0],
+                                       "episode_cost_mean": original[member, 1]}}
+                handle.write(json.dumps(record) + "\n")
+    lines = report.crosscheck_markdown(tmp_path / "crosscheck.jsonl").splitlines()
+    assert len(lines) == 2 + len(parts)
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        part = cells[0]
+        port, original = values[part]
+        assert int(cells[1]) == len(port) and int(cells[2]) == 32
+        for column, metric in ((3, 0), (6, 1)):  # return, then episode cost: port, original, diff
+            for offset, sample in enumerate((port[:, metric], original[:, metric],
+                                             original[:, metric] - port[:, metric])):
+                assert _numbers(cells[column + offset]) == pytest.approx(
+                    _t_interval(sample), abs=0.006), (part, column + offset)
