@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
+from shapo_jax.policy.networks import LAYER_INITS
 from shapo_jax.training.hyperparameters import (
     TRACED_SETTINGS,
     Hyperparameters,
@@ -39,7 +40,7 @@ COST_ESTIMATORS = ("recent_episodes", "rate", "episodes")
 # old config.json still resumes (CHANGELOG.md).
 RENAMED_FIELDS = {"cg_iters": "shapo_cg_iters", "cg_damping": "shapo_cg_damping"}
 # fields that `to_dict` writes only where they differ from their defaults
-LEFT_OUT_AT_DEFAULT = ("env_options", "critic_l2", "trpo_kl_per_action_dim")
+LEFT_OUT_AT_DEFAULT = ("env_options", "critic_l2", "trpo_kl_per_action_dim", "layer_init")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +77,8 @@ class TrainConfig(TracedDefaults):
     critic_l2: float = 0.0
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
+    # the networks' initialisation (shapo_jax/policy/networks.py: LAYER_INITS)
+    layer_init: str = "orthogonal"
     init_log_std: float = -0.5
     normalize_observations: bool = True
     lagrange_method: str = "adam"
@@ -167,6 +170,8 @@ class TrainConfig(TracedDefaults):
             fail(f"lagrange_method={self.lagrange_method!r}; valid: {LAGRANGE_METHODS}")
         if self.delta_schedule not in DELTA_SCHEDULES:
             fail(f"delta_schedule={self.delta_schedule!r}; valid: {DELTA_SCHEDULES}")
+        if self.layer_init not in LAYER_INITS:
+            fail(f"layer_init={self.layer_init!r}; valid: {LAYER_INITS}")
         if isinstance(self.episode_min_count, bool) or not isinstance(
                 self.episode_min_count, int) or self.episode_min_count < 0:
             fail(f"episode_min_count={self.episode_min_count!r}; must be an integer >= 0")

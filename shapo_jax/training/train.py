@@ -375,8 +375,8 @@ def make_networks(config: TrainConfig, action_size: int) -> Networks:
     """The actor and critic definitions of `config` for `action_size` actions."""
     return Networks(
         actor=GaussianActor(action_size, tuple(config.hidden_sizes), config.activation,
-                            config.init_log_std),
-        critic=Critic(tuple(config.hidden_sizes), config.activation),
+                            config.init_log_std, config.layer_init),
+        critic=Critic(tuple(config.hidden_sizes), config.activation, config.layer_init),
     )
 
 
