@@ -283,6 +283,10 @@ class Trainer:
             "episodes_completed": latest.episodes_completed,
             "cost_rate": cost_rate,
             "reward_rate": traj.reward.mean() / cfg.action_repeat,  # reward per env step
+            # the advantages' scales before standardisation: the reward's is divided out, the
+            # cost's kept, so lambda x cost_advantage_std is the cost's weight in the surrogate
+            "reward_advantage_std": reward_adv.std(),
+            "cost_advantage_std": cost_adv.std(),
             "cumulative_cost": new_state.cumulative_cost,
             "episode_cost_estimate": episode_cost_estimate,
             "lagrange_multiplier": multiplier,
