@@ -188,3 +188,37 @@ def test_quantile_schedules_give_the_closed_form_radius(schedule):
     samples = batch * np.arange(1, UPDATES + 1) if schedule == "quantile_total" else batch
     expected = scale * norm.ppf(alpha) ** 2 / (2.0 * samples) * np.ones(UPDATES)
     np.testing.assert_allclose(np.asarray(metrics["shapo_radius"]), expected, rtol=1e-5)
+
+
+# ----- the advantages' scales ------------------------------------------------------------
+
+
+def test_advantage_scales_are_the_stds_of_the_batch_gae_before_standardisation():
+    """reward_advantage_std and cost_advantage_std, against a NumPy GAE (test_advantages) of
+    the same rollout, replayed from the state's key with the state's critics and statistics."""
+    from test_advantages import numpy_gae
+
+    from shapo_jax.rollout import normalize, rollout
+
+    rng = np.random.default_rng()
+    # a hazard wide enough that the first batch's random walks touch it
+    config = TrainConfig(**SMALL, algo="ppo_lag", env_options={"hazard_radius": 1.5})
+    env = config.make_env()
+    trainer = make_train(config, env)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(int(rng.integers(1 << 30))))
+    _, metrics = jax.jit(trainer.update)(state)
+    _, rollout_key, _ = jax.random.split(state.key, 3)
+    traj = jax.jit(lambda s, k: rollout(env, trainer.policy(s), s.env_state, s.tracker, k,
+                                        config.rollout_length, config.action_repeat)[2])(
+        state, rollout_key)
+    critic, params = trainer.networks.critic, state.learner.critic_params
+    for signal, name, gamma, lam in (("reward", "reward", config.gamma, config.gae_lambda),
+                                     ("cost", "cost", config.cost_gamma, config.cost_gae_lambda)):
+        values, next_values = (np.asarray(critic.apply(params[name], normalize(
+            state.obs_stats, obs))) for obs in (traj.obs, traj.next_obs))
+        advantages, _ = numpy_gae(getattr(traj, signal), values, next_values, traj.terminated,
+                                  traj.done, gamma, lam)
+        assert advantages.std() > 0
+        np.testing.assert_allclose(float(metrics[f"{signal}_advantage_std"]), advantages.std(),
+                                   rtol=1e-4, err_msg=signal)
+    assert float(np.asarray(traj.cost).sum()) > 0  # the cost advantage saw costs
