@@ -4,7 +4,7 @@ For each log point (every 10 updates, 204,800 steps) and each run, the mean over
 of the batch's reward and cost rates x 1000 (the return and cost of a 1000-step episode at the
 current policy's rates, known from the first update on, where full episodes end only after
 about 1M steps), the multiplier and the policy's std. Prints a Markdown table; OmniSafe's
-TRPOLag reaches the cost limit of 25 within about 1M steps (RESULTS.md).
+published TRPOLag curve reaches the cost limit of 25 within about 1M steps (RESULTS.md).
 
     .venv/bin/python study/report_trpo_checks.py
 """

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Why does TRPO-Lag fall short of OmniSafe's TRPOLag at 10M steps (RESULTS.md, "Why TRPO-Lag
-# falls short")? OmniSafe's TRPOLag brings the cost to the limit within about 1M steps, at a
-# multiplier of at most about 1.7; ours stays at 40-55 until 5M. Each check reruns the 10M
+# falls short")? OmniSafe's published TRPOLag curve has the cost at the limit within about 1M
+# steps, at a multiplier of at most about 1.7; ours stays at 40-55 until 5M. Each check reruns the 10M
 # study's TRPO-Lag (same preset, 20,480 steps per update, seeds 0 and 1) for its first 80
 # updates (1.6M steps) with one thing changed:
 #   trpo_lag-pytorch_init  PyTorch's layer initialisation, which OmniSafe keeps, for ours

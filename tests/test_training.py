@@ -212,9 +212,9 @@ def test_advantage_scales_are_the_stds_of_the_batch_gae_before_standardisation()
                                         config.rollout_length, config.action_repeat)[2])(
         state, rollout_key)
     critic, params = trainer.networks.critic, state.learner.critic_params
-    for signal, name, gamma, lam in (("reward", "reward", config.gamma, config.gae_lambda),
-                                     ("cost", "cost", config.cost_gamma, config.cost_gae_lambda)):
-        values, next_values = (np.asarray(critic.apply(params[name], normalize(
+    for signal, gamma, lam in (("reward", config.gamma, config.gae_lambda),
+                               ("cost", config.cost_gamma, config.cost_gae_lambda)):
+        values, next_values = (np.asarray(critic.apply(params[signal], normalize(
             state.obs_stats, obs))) for obs in (traj.obs, traj.next_obs))
         advantages, _ = numpy_gae(getattr(traj, signal), values, next_values, traj.terminated,
                                   traj.done, gamma, lam)

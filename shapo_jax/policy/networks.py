@@ -5,9 +5,9 @@ Two layer initialisations (`LAYER_INITS`, config `layer_init`):
   with gain `output_scale` (0.01 for the actor's mean, 1 for the critics), zero biases.
 - "pytorch": PyTorch's `nn.Linear` default, which OmniSafe 0.5 keeps (its "kaiming_uniform"
   with a = sqrt 5): weights and biases uniform in +-1/sqrt(fan_in), every layer alike.
-A damped natural-gradient step (TRPO) depends on the parameterisation where Adam does not:
-the actor's mean layer is about 60x larger under "pytorch", and so is each hidden layer's share
-of the Fisher and of the step (docs/algorithms.md §6).
+A damped natural-gradient step (TRPO, SHAPO's perturbation) depends on the parameterisation
+where Adam's per-parameter steps hardly do: under "pytorch" the actor's mean layer starts
+about 60x larger. RESULTS.md ("Why TRPO-Lag falls short") measures what it changes.
 """
 
 from __future__ import annotations

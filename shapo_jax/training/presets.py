@@ -34,7 +34,8 @@ Where it cannot follow OmniSafe (docs/algorithms.md §11 points here):
   1,024 x 20 in the 10M study), whose later steps lean more on the critics' bootstraps.
 - OmniSafe initialises its layers as PyTorch does (uniform, +-1/sqrt(fan_in), weights and
   biases, the output layers included); shapo-jax orthogonally (gain sqrt 2, zero biases, the
-  actor's mean layer at 0.01).
+  actor's mean layer at 0.01). `--set layer_init=pytorch` follows OmniSafe; the preset keeps
+  the orthogonal one, with which its 10M-step runs were made (RESULTS.md).
 - OmniSafe clips normalised observations to +-5 and floors their std at 1e-2; shapo-jax clips
   to +-10 (`rollout/normalization.py`).
 - OmniSafe counts every episode; shapo-jax counts full episodes only (§10).
