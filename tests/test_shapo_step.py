@@ -1,5 +1,5 @@
-"""The SHAPO step both learners share: the Fisher subsample rule, and the factories' one
-signature (`update(learner, batch, key, hp)`)."""
+"""The SHAPO step both learners share: the Fisher subsample rule, its diagnostics, and the
+factories' one signature (`update(learner, batch, key, hp)`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import envs
 from shapo_jax.io import append_jsonl, atomic_save, atomic_write_text, read_jsonl
 from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.update import UpdateHyperparameters, fisher_subsample
+from shapo_jax.update.shapo_step import shapo_diagnostics
 
 
 def numpy_subsample(obs: np.ndarray, fraction: float) -> np.ndarray:
@@ -77,3 +79,40 @@ def test_appended_records_survive_a_torn_last_line(tmp_path):
     with open(path, "a") as handle:
         handle.write('{"a": 3')  # an interrupted write
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+def test_shapo_diagnostics_against_scipy_densities_and_numpy_kl():
+    """shapo_diagnostics on random Gaussian policies at theta and theta + eps: the weights'
+    arithmetic and geometric means per group from SciPy's densities, the per-state KL's mean
+    and maximum from a NumPy closed form."""
+    rng = np.random.default_rng()
+    n, act = int(rng.integers(20, 200)), 2
+    mean, perturbed_mean = rng.normal(size=(n, act)), rng.normal(size=(n, act))
+    log_std, perturbed_log_std = rng.normal(0, 0.3, size=act), rng.normal(0, 0.3, size=act)
+    actions = mean + np.exp(log_std) * rng.normal(size=(n, act))
+    cost = np.where(rng.uniform(size=n) < 0.3, 1.0, 0.0)
+    cost[:2] = [1.0, 0.0]
+
+    def log_density(m, ls):
+        return scipy.stats.norm.logpdf(actions, m, np.exp(ls)).sum(axis=1)
+
+    log_prob, perturbed_log_prob = log_density(mean, log_std), log_density(perturbed_mean,
+                                                                           perturbed_log_std)
+    as_aux = [jnp.asarray(x, jnp.float32) for x in (log_prob, mean, log_std,
+                                                   perturbed_log_prob, perturbed_mean,
+                                                   perturbed_log_std)]
+    got = {k: float(v) for k, v in shapo_diagnostics(
+        tuple(as_aux[:3]), tuple(as_aux[3:]), jnp.asarray(cost, jnp.float32)).items()}
+
+    kl = (perturbed_log_std - log_std + (np.exp(2 * log_std) + (mean - perturbed_mean) ** 2)
+          / (2 * np.exp(2 * perturbed_log_std)) - 0.5).sum(axis=1)
+    log_w = perturbed_log_prob - log_prob
+    costly = cost > 0
+    want = {"shapo_kl": kl.mean(), "shapo_kl_max": kl.max(),
+            "shapo_weight_costly": np.exp(log_w[costly]).mean(),
+            "shapo_weight_safe": np.exp(log_w[~costly]).mean(),
+            "shapo_geometric_weight_costly": np.exp(log_w[costly].mean()),
+            "shapo_geometric_weight_safe": np.exp(log_w[~costly].mean())}
+    assert set(got) == set(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=2e-4, err_msg=key)

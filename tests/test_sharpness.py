@@ -632,3 +632,34 @@ def test_summarize_reweighting_without_costly_samples_is_nan():
         float(summary.mean_weight_safe), np.asarray(weights).mean(), rtol=1e-6
     )
     assert float(summary.fraction_costly) == 0.0
+
+
+def test_geometric_weights_are_exp_mean_log_w_and_ignore_an_overflowing_ratio():
+    """The geometric mean per group is exp(mean log w) (NumPy); AM >= GM in each group (Jensen);
+    a ratio beyond float range (log w = 800) makes the arithmetic mean inf while the geometric
+    one, from log w as given, stays the exact finite value."""
+    rng = np.random.default_rng()
+    n = int(rng.integers(50, 400))
+    log_w = rng.normal(0.0, 0.3, size=n)
+    costs = np.where(rng.uniform(size=n) < 0.2, rng.uniform(0.5, 2.0, size=n), 0.0)
+    costs[:2] = [1.0, 0.0]  # both groups present
+    summary = summarize_reweighting(jnp.exp(jnp.asarray(log_w, jnp.float32)),
+                                    jnp.asarray(costs, jnp.float32))
+    costly = costs > 0
+    for got, mask in ((summary.geometric_weight_costly, costly),
+                      (summary.geometric_weight_safe, ~costly)):
+        np.testing.assert_allclose(float(got), np.exp(log_w[mask].mean()), rtol=1e-5)
+    assert float(summary.mean_weight_costly) >= float(summary.geometric_weight_costly)
+    assert float(summary.mean_weight_safe) >= float(summary.geometric_weight_safe)
+
+    log_w[1] = 800.0  # cost-free sample 1: w = e^800
+    log_weights = jnp.asarray(log_w, jnp.float32)
+    summary = summarize_reweighting(jnp.exp(log_weights), jnp.asarray(costs, jnp.float32),
+                                    log_weights)
+    assert np.isinf(float(summary.mean_weight_safe))
+    np.testing.assert_allclose(float(summary.geometric_weight_safe),
+                               np.exp(log_w[~costly].mean()), rtol=1e-4)
+    np.testing.assert_allclose(float(summary.geometric_weight_costly),
+                               np.exp(log_w[costly].mean()), rtol=1e-5)
+    with pytest.raises(AssertionError):  # weights and costs of different samples
+        summarize_reweighting(jnp.ones(n), jnp.zeros(n + 1))

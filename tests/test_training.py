@@ -100,6 +100,16 @@ def test_shapo_ppo_with_positive_radius_differs_and_reports_sane_diagnostics():
     # Reweighting w = pi_(theta+eps) / pi_theta averages near 1 for a KL of 0.02.
     weights = np.concatenate([metrics["shapo_weight_safe"], costly[np.isfinite(costly)]])
     assert np.all(np.abs(weights - 1.0) < 0.5), weights
+    # The geometric means: undefined exactly where the arithmetic ones are, never above them
+    # (per minibatch, so also in PPO's mean over minibatch steps), and near 1.
+    for group in ("costly", "safe"):
+        arithmetic = metrics[f"shapo_weight_{group}"]
+        geometric = metrics[f"shapo_geometric_weight_{group}"]
+        np.testing.assert_array_equal(np.isnan(geometric), np.isnan(arithmetic))
+        finite = np.isfinite(geometric)
+        assert np.all(geometric[finite] <= arithmetic[finite] * (1 + 1e-5)), group
+        assert np.all(np.abs(geometric[finite] - 1.0) < 0.5), (group, geometric)
+    assert np.all(metrics["shapo_kl_max"] >= metrics["shapo_kl"]), metrics["shapo_kl_max"]
 
 
 # ----- vmap over seeds and hyper-parameters is separate runs ----------------------------

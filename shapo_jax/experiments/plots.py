@@ -40,9 +40,12 @@ from shapo_jax.training.hyperparameters import traced_setting  # noqa: E402
 CURVE_PANELS = (("episode_return", "episode return"), ("episode_cost", "episode cost"),
                 ("cumulative_cost", "cumulative training cost"),
                 ("lagrange_multiplier", "Lagrange multiplier"))
-# SHAPO's reweighting diagnostic (docs/algorithms.md §9): the mean importance weight
-# pi_perturbed / pi on the batch's cost-incurring and cost-free samples
-REWEIGHTING_PANELS = (("shapo_weight_costly", "mean weight, costly samples"),
+# SHAPO's reweighting diagnostic (docs/algorithms.md §9): the importance weight
+# pi_perturbed / pi on the batch's cost-incurring and cost-free samples, its geometric mean
+# (the paper's first-order weight, insensitive to a few large ratios) and its arithmetic mean
+REWEIGHTING_PANELS = (("shapo_geometric_weight_costly", "geometric mean weight, costly"),
+                      ("shapo_geometric_weight_safe", "geometric mean weight, cost-free"),
+                      ("shapo_weight_costly", "mean weight, costly samples"),
                       ("shapo_weight_safe", "mean weight, cost-free samples"))
 
 

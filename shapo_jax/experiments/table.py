@@ -36,7 +36,8 @@ INT_COLUMNS = ("seed", "update", "env_steps")
 METRIC_COLUMNS = (
     "episode_return", "episode_cost", "cost_rate", "cumulative_cost", "lagrange_multiplier",
     "eval_return", "eval_cost", "episode_length", "episodes_completed", "policy_kl",
-    "shapo_kl", "shapo_weight_costly", "shapo_weight_safe", "sps", "diverged",
+    "shapo_kl", "shapo_kl_max", "shapo_weight_costly", "shapo_weight_safe",
+    "shapo_geometric_weight_costly", "shapo_geometric_weight_safe", "sps", "diverged",
 )
 COLUMNS: tuple[str, ...] = ID_COLUMNS + HP_FIELDS + INT_COLUMNS + METRIC_COLUMNS
 FLOAT_COLUMNS = HP_FIELDS + METRIC_COLUMNS

@@ -60,16 +60,21 @@ def policy_fisher_product(networks: Networks, actor_params: ArrayTree, obs: jax.
 
 def shapo_diagnostics(aux: PolicyAux, perturbed_aux: PolicyAux,
                       cost: jax.Array) -> dict[str, jax.Array]:
-    """Per-state KL(pi_theta || pi_(theta+eps)) and the reweighting w on costly and cost-free
-    samples (docs/algorithms.md §9; paper, Appendix C)."""
+    """Per-state KL(pi_theta || pi_(theta+eps)), its mean and largest value, and the
+    reweighting w on costly and cost-free samples (docs/algorithms.md §9; paper, Appendix C)."""
     log_prob, mean, log_std = aux
     perturbed_log_prob, perturbed_mean, perturbed_log_std = perturbed_aux
     chex.assert_equal_shape([log_prob, perturbed_log_prob, cost])
-    summary = summarize_reweighting(jnp.exp(perturbed_log_prob - log_prob), cost)
+    log_weights = perturbed_log_prob - log_prob
+    summary = summarize_reweighting(jnp.exp(log_weights), cost, log_weights)
+    kl = gaussian_kl(mean, log_std, perturbed_mean, perturbed_log_std)
     return {
-        "shapo_kl": gaussian_kl(mean, log_std, perturbed_mean, perturbed_log_std).mean(),
+        "shapo_kl": kl.mean(),
+        "shapo_kl_max": kl.max(),
         "shapo_weight_costly": summary.mean_weight_costly,
         "shapo_weight_safe": summary.mean_weight_safe,
+        "shapo_geometric_weight_costly": summary.geometric_weight_costly,
+        "shapo_geometric_weight_safe": summary.geometric_weight_safe,
     }
 
 
