@@ -13,8 +13,10 @@ this script adds the OmniSafe 0.5 reference rows and each part's training wall t
 over the log chunks of metrics.jsonl (env steps of the chunk / its steps per second, so it
 leaves out compilation, evaluation and restarts), the figure against_omnisafe (each part's
 final return and episode cost, mean +- sd over seeds, by OmniSafe's), each SHAPO part's
-difference from its baseline (shapo-plot's against_baseline.csv, Welch intervals), and, once
-study/crosscheck_10m.py has run, the final policies on our port and on the original.
+difference from its baseline (shapo-plot's against_baseline.csv, Welch intervals), SHAPO's
+diagnostics over training (the KL its perturbation reached, the reweighting, the PPO epochs
+run), and, once study/crosscheck_10m.py has run, the final policies on our port and on the
+original.
 """
 
 from __future__ import annotations
@@ -138,6 +140,61 @@ def crosscheck_markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+# SHAPO's diagnostics (docs/algorithms.md §9) over training: column title, metric
+MECHANISM_COLUMNS = (("KL reached", "shapo_kl"), ("largest state KL", "shapo_kl_max"),
+                     ("geometric w, costly", "shapo_geometric_weight_costly"),
+                     ("geometric w, cost-free", "shapo_geometric_weight_safe"),
+                     ("mean w, costly", "shapo_weight_costly"),
+                     ("mean w, cost-free", "shapo_weight_safe"),
+                     ("PPO epochs", "ppo_epochs_done"))
+MILESTONES = (1_000_000, 2_500_000, 5_000_000, 7_500_000, 10_000_000)
+
+
+def mechanism_markdown(study: Path) -> str:
+    """Per SHAPO part, at the logged steps nearest 1M, 2.5M, 5M, 7.5M and 10M that it reached:
+    the seeds' mean KL to the perturbed policy (mean and largest over a minibatch's states),
+    the reweighting weights w on costly and cost-free samples (geometric and arithmetic mean)
+    and the PPO epochs run before the KL stop, with the baseline's epochs after the slash.
+    A metric logged only from some update on is '-' before it."""
+    def by_steps(run_dir: Path) -> dict[int, list[dict]]:
+        table: dict[int, list[dict]] = {}
+        for record in read_jsonl(run_dir / "metrics.jsonl"):
+            table.setdefault(int(record["env_steps"]), []).append(record)
+        return table
+
+    def mean(records: list[dict], key: str) -> float:
+        values = [float(r[key]) for r in records if r.get(key) is not None
+                  and math.isfinite(float(r[key]))]
+        return float(np.mean(values)) if values else math.nan
+
+    parts = {json.loads((d / "config.json").read_text())["algo"]: d for d in run_dirs(study)
+             if not json.loads((d / "config.json").read_text())["algo"].startswith("shapo_")}
+    lines = ["| SHAPO part | env steps | delta_down | "
+             + " | ".join(title for title, _ in MECHANISM_COLUMNS) + " |",
+             "|---|---:|---:|" + "---:|" * len(MECHANISM_COLUMNS)]
+    for run_dir in run_dirs(study):
+        config = json.loads((run_dir / "config.json").read_text())
+        if not config["algo"].startswith("shapo_"):
+            continue
+        table = by_steps(run_dir)
+        baseline_dir = parts.get(config["algo"].removeprefix("shapo_"))
+        baseline = by_steps(baseline_dir) if baseline_dir else {}
+        logged = sorted(table)
+        shown = sorted({min(logged, key=lambda s, m=m: abs(s - m)) for m in MILESTONES
+                        if logged and logged[-1] >= m * 0.9} | ({logged[-1]} if logged else set()))
+        for steps in shown:
+            cells = []
+            for _, key in MECHANISM_COLUMNS:
+                value = mean(table[steps], key)
+                cell = "-" if not math.isfinite(value) else f"{value:.4g}"
+                if key == "ppo_epochs_done" and steps in baseline and math.isfinite(value):
+                    cell += f" / {mean(baseline[steps], key):.3g}"
+                cells.append(cell)
+            lines.append(f"| {run_dir.name} | {steps:,} | {mean(table[steps], 'shapo_radius'):g} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def plot_against_omnisafe(study: Path, out: Path) -> list[Path]:
     """Final return against final episode cost per part, mean +- standard deviation over
     seeds (the statistic of OmniSafe's table), next to OmniSafe's PPOLag and TRPOLag."""
@@ -188,6 +245,9 @@ def main() -> None:
     table = markdown(summary, hours)
     if (out / "against_baseline.csv").exists():
         table += "\n\n" + difference_markdown(out / "against_baseline.csv")
+    mechanism = mechanism_markdown(study)
+    if mechanism:
+        table += "\n\n" + mechanism
     if (out / "crosscheck.jsonl").exists():
         table += "\n\n" + crosscheck_markdown(out / "crosscheck.jsonl")
     atomic_write_text(out / "table.md", table + "\n")
