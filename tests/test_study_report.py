@@ -96,3 +96,51 @@ def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
                                              original[:, metric] - port[:, metric])):
                 assert _numbers(cells[column + offset]) == pytest.approx(
                     _t_interval(sample), abs=0.006), (part, column + offset)
+
+
+def test_mechanism_table_gives_the_seeds_means_at_the_milestones(report, tmp_path: Path) -> None:
+    """A SHAPO part and its baseline with random diagnostics, logged every 204,800 steps to
+    10M: the table's rows are the logged steps nearest 1M, 2.5M, 5M, 7.5M and 10M, each cell
+    the seeds' NumPy mean, '-' where the metric was not yet logged, and the baseline's PPO
+    epochs after the slash."""
+    rng = np.random.default_rng()
+    seeds, steps = int(rng.integers(2, 5)), np.arange(1, 50) * 204_800
+    first_geometric = int(rng.integers(5, 20))  # logged from this chunk on
+    records = {}
+    for part, algo in (("ppo_lag", "ppo_lag"), ("shapo_ppo_lag-d0.005", "shapo_ppo_lag")):
+        run = tmp_path / part
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"algo": algo, "delta_down": 0.005}))
+        rows = []
+        for i, step in enumerate(steps):
+            for seed in range(seeds):
+                row = {"env_steps": int(step), "seed": seed,
+                       "ppo_epochs_done": float(rng.integers(1, 41))}
+                if algo.startswith("shapo"):
+                    row.update(shapo_radius=0.005, shapo_kl=rng.uniform(0, 0.02),
+                               shapo_kl_max=rng.uniform(0.02, 2), shapo_weight_costly=
+                               rng.uniform(0.9, 3), shapo_weight_safe=rng.uniform(0.9, 3))
+                    if i >= first_geometric:
+                        row.update(shapo_geometric_weight_costly=rng.uniform(0.9, 1.1),
+                                   shapo_geometric_weight_safe=rng.uniform(0.9, 1.1))
+                rows.append(row)
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        records[part] = rows
+    lines = report.mechanism_markdown(tmp_path).splitlines()
+    nearest = sorted({int(steps[np.argmin(np.abs(steps - m))]) for m in report.MILESTONES})
+    assert [int(line.split("|")[2].replace(",", "")) for line in lines[2:]] == nearest
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        step = int(cells[1].replace(",", ""))
+        at = {part: [r for r in rows if r["env_steps"] == step]
+              for part, rows in records.items()}
+        for (_, key), cell in zip(report.MECHANISM_COLUMNS, cells[3:], strict=True):
+            values = [r[key] for r in at["shapo_ppo_lag-d0.005"] if key in r]
+            if not values:
+                assert cell == "-", (key, step)
+                continue
+            numbers = [float(x) for x in cell.split(" / ")]
+            assert numbers[0] == pytest.approx(np.mean(values), rel=1e-3), (key, step)
+            if key == "ppo_epochs_done":
+                baseline = np.mean([r[key] for r in at["ppo_lag"]])
+                assert numbers[1] == pytest.approx(baseline, rel=5e-3)
