@@ -144,3 +144,53 @@ def test_mechanism_table_gives_the_seeds_means_at_the_milestones(report, tmp_pat
             if key == "ppo_epochs_done":
                 baseline = np.mean([r[key] for r in at["ppo_lag"]])
                 assert numbers[1] == pytest.approx(baseline, rel=5e-3)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    spec = importlib.util.spec_from_file_location("shapo_gradient_noise",
+                                                  ROOT / "study/shapo_gradient_noise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gradient_signal_fraction_is_one_for_agreement_and_one_over_m_for_noise(noise) -> None:
+    rng = np.random.default_rng()
+    m, dim = int(rng.integers(50, 200)), int(rng.integers(2000, 4000))
+    same = np.tile(rng.normal(size=dim), (m, 1))
+    assert noise.signal_fraction(same) == pytest.approx(1.0)
+    centred = rng.normal(size=(m, dim))
+    centred -= centred.mean(0)
+    assert noise.signal_fraction(centred) == pytest.approx(0.0, abs=1e-12)
+    # independent noise: E||mean||^2 = dim / m, E||v||^2 = dim
+    assert noise.signal_fraction(rng.normal(size=(m, dim))) == pytest.approx(1 / m, rel=0.15)
+
+
+def test_gradient_noise_summary_rows_and_intervals(noise, tmp_path: Path) -> None:
+    rng = np.random.default_rng()
+    files, expected = [], []
+    for seed in range(int(rng.integers(2, 5))):
+        kl, sg, st, cos = rng.uniform(size=4)
+        plain, shapo = rng.normal(size=(2, 40)) * 0.01
+        result = {"seed": seed, "checkpoint": 90, "records": [
+            {"radius": 0.0, "kl": 0.0, "signal_g": sg, "signal_g_tilde": sg, "cosine": 1.0},
+            {"radius": 0.005, "kl": kl, "signal_g": sg, "signal_g_tilde": st, "cosine": cos}],
+            "epochs": [{"radius": 0.0, "gain": plain.tolist()},
+                       {"radius": 0.005, "gain": shapo.tolist()}]}
+        path = tmp_path / f"m{seed}.json"
+        path.write_text(json.dumps(result))
+        files.append(str(path))
+        expected.append([kl, sg, st, cos, plain[9], shapo[9], plain[-1], shapo[-1],
+                         plain[-1] - shapo[-1]])
+    lines = noise.summarize(files).splitlines()
+    assert len(lines) == 2 + len(files) + 1
+    for line, row in zip(lines[2:-1], expected, strict=False):
+        cells = [float(c) for c in line.strip("|").split("|")[1:]]
+        assert cells == pytest.approx(row, rel=1e-3, abs=1e-7)
+    cells = lines[-1].strip("|").split("|")[1:]
+    assert len(cells) == 9
+    for column, cell in enumerate(cells):  # "mean [low, high]", each in %.4g
+        numbers = [float(x) for x in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?", cell)]
+        values = np.array(expected)[:, column]
+        assert numbers == pytest.approx(_t_interval(values), rel=2e-3, abs=1e-6), column
