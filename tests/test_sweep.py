@@ -28,7 +28,12 @@ from shapo_jax.experiments import (
 )
 from shapo_jax.experiments.cli import plot_main, sweep_main
 from shapo_jax.experiments.grid import HP_FIELDS
-from shapo_jax.experiments.stats import against_baselines, baseline_setting, difference_band
+from shapo_jax.experiments.stats import (
+    against_baselines,
+    baseline_setting,
+    difference_band,
+    final_metrics,
+)
 from shapo_jax.experiments.table import METRIC_COLUMNS
 
 SMALL = {"num_envs": 16, "rollout_length": 50, "total_steps": 2400, "log_every_steps": 800,
@@ -426,6 +431,43 @@ def test_against_baselines_pairs_each_shapo_setting_with_its_lagrangian_one():
                                          equal_var=False).confidence_interval(0.95)
             assert (row[f"{key}_diff_low"], row[f"{key}_diff_high"]) == pytest.approx(
                 (want.low, want.high), rel=1e-8)
+
+
+def test_a_baseline_that_ran_further_is_compared_at_the_shapo_budget():
+    """SHAPO runs logged to step k, PPO-Lag runs to a later step: with the log points, the
+    baseline's finals are its means over the last 10% of its points up to SHAPO's budget
+    (NumPy), its cumulative cost the one at that budget, and the interval Welch's (SciPy)."""
+    rng = np.random.default_rng()
+    points, reached = int(rng.integers(20, 40)), int(rng.integers(5, 15))
+    rows = []
+    for algo, seeds, last in (("ppo_lag", 3, points), ("shapo_ppo_lag", 4, reached)):
+        hp = {"delta_down": 0.01, "rho_critic": 0.01} if algo.startswith("shapo") else {}
+        for seed in range(seeds):
+            record = final_record(algo, seed, rng, **hp)
+            for step in range(1, last + 1):
+                rows.append({**record, "env_steps": 1000 * step,
+                             **{k: float(rng.normal(step, 1.0)) for k in
+                                ("episode_return", "episode_cost", "cumulative_cost")}})
+    finals = final_metrics(rows)
+    (row,) = against_baselines(finals, rows=rows)
+    assert (row["env_steps"], row["baseline_env_steps"]) == (1000 * reached, 1000 * reached)
+    (unmatched,) = against_baselines(finals)  # without the log points: each at its own end
+    assert unmatched["baseline_env_steps"] == 1000 * points
+    tail = max(1, int(np.ceil(0.1 * reached)))
+    def finals_of(algo, key):
+        values = []
+        for seed in sorted({r["seed"] for r in rows if r["algo"] == algo}):
+            run = [r[key] for r in rows if r["algo"] == algo and r["seed"] == seed
+                   and r["env_steps"] <= 1000 * reached]
+            values.append(run[-1] if key == "cumulative_cost" else np.mean(run[-tail:]))
+        return values
+
+    for key in ("episode_return", "episode_cost", "cumulative_cost"):
+        shapo, base = finals_of("shapo_ppo_lag", key), finals_of("ppo_lag", key)
+        want = scipy.stats.ttest_ind(shapo, base, equal_var=False).confidence_interval(0.95)
+        assert row[f"{key}_diff"] == pytest.approx(np.mean(shapo) - np.mean(base))
+        assert (row[f"{key}_diff_low"], row[f"{key}_diff_high"]) == pytest.approx(
+            (want.low, want.high), rel=1e-8)
 
 
 def test_baseline_setting_resets_what_only_shapo_reads():

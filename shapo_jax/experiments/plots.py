@@ -201,7 +201,8 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
                pool_programs: bool = False) -> list[Path]:
     """Every figure of a sweep (curves_<env>, pareto_<env>, and reweighting_<env> where SHAPO
     ran) plus summary.csv under `out`, and against_baseline.csv where a SHAPO setting and its
-    Lagrangian baseline both ran (`stats.against_baselines`: SHAPO - baseline, Welch intervals).
+    Lagrangian baseline both ran (`stats.against_baselines`: SHAPO - baseline, Welch intervals,
+    the baseline taken at the SHAPO setting's budget where it ran further).
 
     A setting (task, algorithm, traced settings) whose runs come from several programs (the
     sources' static configurations differ: another batch, preset or budget, but also another
@@ -237,7 +238,7 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
         record["diverged"] = dropped.get(setting_of(record), 0)
     out = Path(out)
     paths = [write_records_csv(summary, out / "summary.csv")]
-    differences = against_baselines(finals, confidence)
+    differences = against_baselines(finals, confidence, rows, final_fraction)
     if differences:
         paths.append(write_records_csv(differences, out / "against_baseline.csv"))
     else:  # not one left from an earlier call on other sources

@@ -197,13 +197,19 @@ def baseline_setting(setting: Setting) -> Setting | None:
 DIFFERENCE_KEYS = ("episode_return", "episode_cost", "cumulative_cost")
 
 
-def against_baselines(finals: list[dict[str, Any]],
-                      confidence: float = 0.95) -> list[dict[str, Any]]:
+def against_baselines(finals: list[dict[str, Any]], confidence: float = 0.95,
+                      rows: list[dict[str, Any]] | None = None,
+                      final_fraction: float = 0.1) -> list[dict[str, Any]]:
     """Per SHAPO setting whose baseline (`baseline_setting`) has runs among `finals`: its seed
     counts and, for each of DIFFERENCE_KEYS, the difference SHAPO - baseline of the final
     values' means over seeds with Welch's interval (`difference_band`; the seeds of the two
     settings are independent runs). An interval above 0 is a higher value than the baseline's
-    at `confidence`, one holding 0 a difference these seeds do not resolve."""
+    at `confidence`, one holding 0 a difference these seeds do not resolve.
+
+    With `rows` (the log points `finals` came from, by `final_metrics(rows, final_fraction)`),
+    a baseline that ran further than the SHAPO setting is taken at the SHAPO setting's budget:
+    its finals from its log points up to that many env steps, so that a setting still running
+    is compared like for like. `env_steps` and `baseline_env_steps` give the budgets compared."""
     groups = by_setting(finals)
     out = []
     for setting, records in sorted(groups.items()):
@@ -211,15 +217,19 @@ def against_baselines(finals: list[dict[str, Any]],
         if baseline not in groups:
             continue
         env, algo, hp = setting
+        budget = max(r["env_steps"] for r in records)
+        base_records = groups[baseline]
+        if rows is not None and max(r["env_steps"] for r in base_records) > budget:
+            runs = {r["run_id"] for r in base_records}
+            base_records = final_metrics([r for r in rows if r["run_id"] in runs
+                                          and r["env_steps"] <= budget], final_fraction)
         row: dict[str, Any] = {"env": env, "algo": algo, **dict(zip(HP_FIELDS, hp, strict=True)),
                                "baseline": baseline[1], "seeds": len(records),
-                               "baseline_seeds": len(groups[baseline]),
-                               "env_steps": max(r["env_steps"] for r in records),
-                               "baseline_env_steps": max(r["env_steps"]
-                                                         for r in groups[baseline])}
+                               "baseline_seeds": len(base_records), "env_steps": budget,
+                               "baseline_env_steps": max(r["env_steps"] for r in base_records)}
         for key in DIFFERENCE_KEYS:
             diff, low, high = difference_band(np.array([r[key] for r in records]),
-                                              np.array([r[key] for r in groups[baseline]]),
+                                              np.array([r[key] for r in base_records]),
                                               confidence)
             row[f"{key}_diff"], row[f"{key}_diff_low"], row[f"{key}_diff_high"] = diff, low, high
         out.append(row)
