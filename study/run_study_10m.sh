@@ -49,20 +49,35 @@ part() {  # part NAME shapo-train-options...
     || echo "$(date -u +%FT%TZ) cross-check of $OUT failed; run study/crosscheck_10m.py again" >&2
 }
 
+PRESET_OUT=$OUT
+DEFAULTS_OUT=${OUT_DEFAULTS:-study/runs/SafetyPointGoal1-10M-defaults}
+# Our batched defaults (TrainConfig: 4 epochs of 8 minibatches, constant learning rate, no KL
+# stop, one clip over both critics) at the same batch of 1,024 envs x 20 steps: a study of its
+# own, since the figures and tables take a setting to be (algorithm, radius, ...) and
+# plot_sweep refuses to pool these runs' seeds with the preset's.
+in_preset_study() { OUT=$PRESET_OUT; COMMON=("${BASE[@]}" --preset omnisafe); }
+in_defaults_study() { OUT=$DEFAULTS_OUT; COMMON=("${BASE[@]}"); }
+
+in_preset_study
 part ppo_lag --algo ppo_lag
 part trpo_lag --algo trpo_lag
 part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005
-part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
+# At the preset's 64-sample minibatches SHAPO's epsilon follows each minibatch's noise
+# (RESULTS.md, "SHAPO-PPO-Lag's step at OmniSafe's 64-sample minibatches"), so the next parts
+# are SHAPO-PPO-Lag at the defaults' 2,560-sample minibatches, next to PPO-Lag there, with the
+# Fisher on every state of a minibatch (fisher_fraction 1: the radius then bounds the KL it
+# names, docs/algorithms.md §5), before the preset's other SHAPO parts.
+in_defaults_study
+part ppo_lag --algo ppo_lag
+part shapo_ppo_lag-d0.005 --algo shapo_ppo_lag --delta-down 0.005 --set fisher_fraction=1
+in_preset_study
 # a tenth of the trust region: OmniSafe's 0.01 per action dimension is 0.02 in the summed KL
 # that delta_down measures, on the Point's 2 actions
 part shapo_trpo_lag-d0.002 --algo shapo_trpo_lag --delta-down 0.002
-# Our batched defaults (TrainConfig: 4 epochs of 8 minibatches, constant learning rate, no KL
-# stop, one clip over both critics) at the same batch of 1,024 envs x 20 steps.
-# A study of their own: the figures and tables take a setting to be (algorithm, radius, ...),
-# and plot_sweep refuses to pool these runs' seeds with the preset's.
-.venv/bin/python study/report_10m.py "$OUT"
-OUT=${OUT_DEFAULTS:-study/runs/SafetyPointGoal1-10M-defaults}
-COMMON=("${BASE[@]}")
-part ppo_lag --algo ppo_lag
+in_defaults_study
+part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02 --set fisher_fraction=1
 part trpo_lag --algo trpo_lag
-.venv/bin/python study/report_10m.py "$OUT"
+in_preset_study
+part shapo_ppo_lag-d0.02 --algo shapo_ppo_lag --delta-down 0.02
+.venv/bin/python study/report_10m.py "$PRESET_OUT"
+.venv/bin/python study/report_10m.py "$DEFAULTS_OUT"
