@@ -151,11 +151,13 @@ MILESTONES = (1_000_000, 2_500_000, 5_000_000, 7_500_000, 10_000_000)
 
 
 def mechanism_markdown(study: Path) -> str:
-    """Per SHAPO part, at the logged steps nearest 1M, 2.5M, 5M, 7.5M and 10M that it reached:
-    the seeds' mean KL to the perturbed policy (mean and largest over a minibatch's states),
-    the reweighting weights w on costly and cost-free samples (geometric and arithmetic mean)
-    and the PPO epochs run before the KL stop, with the baseline's epochs after the slash.
-    A metric logged only from some update on is '-' before it."""
+    """Per SHAPO part, at the logged steps nearest 1M, 2.5M, 5M, 7.5M and 10M that it reached
+    and at its last logged step: the radius of that update, the seeds' mean KL to the
+    perturbed policy (mean and largest over a minibatch's states), the reweighting weights w
+    on costly and cost-free samples (geometric and arithmetic mean) and the PPO epochs run
+    before the KL stop, with the baseline's epochs after the slash. Means over the seeds'
+    finite values: a metric logged only from some update on is '-' before it, and a seed's
+    arithmetic mean weight that overflowed is left out of its cell."""
     def by_steps(run_dir: Path) -> dict[int, list[dict]]:
         table: dict[int, list[dict]] = {}
         for record in read_jsonl(run_dir / "metrics.jsonl"):
@@ -169,7 +171,7 @@ def mechanism_markdown(study: Path) -> str:
 
     parts = {json.loads((d / "config.json").read_text())["algo"]: d for d in run_dirs(study)
              if not json.loads((d / "config.json").read_text())["algo"].startswith("shapo_")}
-    lines = ["| SHAPO part | env steps | delta_down | "
+    lines = ["| SHAPO part | env steps | radius | "
              + " | ".join(title for title, _ in MECHANISM_COLUMNS) + " |",
              "|---|---:|---:|" + "---:|" * len(MECHANISM_COLUMNS)]
     for run_dir in run_dirs(study):
@@ -188,7 +190,8 @@ def mechanism_markdown(study: Path) -> str:
                 value = mean(table[steps], key)
                 cell = "-" if not math.isfinite(value) else f"{value:.4g}"
                 if key == "ppo_epochs_done" and steps in baseline and math.isfinite(value):
-                    cell += f" / {mean(baseline[steps], key):.3g}"
+                    theirs = mean(baseline[steps], key)
+                    cell += f" / {theirs:.3g}" if math.isfinite(theirs) else " / -"
                 cells.append(cell)
             lines.append(f"| {run_dir.name} | {steps:,} | {mean(table[steps], 'shapo_radius'):g} | "
                          + " | ".join(cells) + " |")

@@ -137,25 +137,41 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def summarize(paths: list[str]) -> str:
-    """One row per output file (--out) of a run at one minibatch size and radius: the SHAPO
-    setting's KL reached, both gradients' signal, their cosine, and the surrogate gain after
-    10 and after 40 epochs of PPO-Lag's and of SHAPO's step; then the mean over the files
-    with a 95% Student t interval."""
+    """One row per output file (--out) of a run at one minibatch size, Fisher fraction and
+    SHAPO radius, with --epochs of at least 10: the SHAPO setting's KL reached, both
+    gradients' signal, their cosine, and the surrogate gain after 10 epochs and after the
+    last of PPO-Lag's and of SHAPO's step; then the mean over the files with a 95% Student t
+    interval."""
     from scipy import stats
 
-    rows = []
+    rows, epochs = [], set()
     for path in paths:
         result = json.loads(Path(path).read_text())
-        (shapo,) = [r for r in result["records"] if r["radius"] > 0]
+        shapo = [r for r in result["records"] if r["radius"] > 0]
+        if len(shapo) != 1 or len(result.get("epochs", [])) != 2:
+            raise SystemExit(f"{path}: summarize takes runs of one SHAPO radius, one minibatch "
+                             "size and one Fisher fraction, with --epochs (radii 0 and one "
+                             f"more); this one has {len(shapo)} SHAPO record(s) and "
+                             f"{len(result.get('epochs', []))} epoch run(s)")
+        (shapo,) = shapo
         plain_run, shapo_run = (next(e for e in result["epochs"] if (e["radius"] > 0) == on)
                                 for on in (False, True))
+        if (shapo_run["radius"], shapo_run["minibatch"], shapo_run["fisher_fraction"]) != (
+                shapo["radius"], shapo["minibatch"], shapo["fisher_fraction"]) or \
+                plain_run["minibatch"] != shapo["minibatch"]:
+            raise SystemExit(f"{path}: its epoch runs are not of its gradient record's setting")
+        epochs.add(len(plain_run["gain"]))
+        if len(epochs) > 1 or min(epochs) < 10:
+            raise SystemExit(f"{path}: the files must share one --epochs of at least 10, "
+                             f"got {sorted(epochs)}")
         rows.append([shapo["kl"], shapo["signal_g"], shapo["signal_g_tilde"], shapo["cosine"],
                      plain_run["gain"][9], shapo_run["gain"][9], plain_run["gain"][-1],
                      shapo_run["gain"][-1], plain_run["gain"][-1] - shapo_run["gain"][-1]])
         rows[-1].insert(0, f"seed {result['seed']}, update {result['checkpoint']}")
+    last = epochs.pop() if epochs else 0
     header = ("| member | KL reached | signal, g | signal, g_tilde | cos(g_tilde, g) | gain "
-              "after 10 epochs, PPO-Lag | SHAPO | gain after 40 epochs, PPO-Lag | SHAPO | "
-              "PPO-Lag - SHAPO after 40 |")
+              f"after 10 epochs, PPO-Lag | SHAPO | gain after {last} epochs, PPO-Lag | SHAPO | "
+              f"PPO-Lag - SHAPO after {last} |")
     lines = [header, "|---|" + "---:|" * 9]
     for row in rows:
         lines.append(f"| {row[0]} | " + " | ".join(f"{v:.4g}" for v in row[1:]) + " |")

@@ -636,8 +636,9 @@ def test_summarize_reweighting_without_costly_samples_is_nan():
 
 def test_geometric_weights_are_exp_mean_log_w_and_ignore_an_overflowing_ratio():
     """The geometric mean per group is exp(mean log w) (NumPy); AM >= GM in each group (Jensen);
-    a ratio beyond float range (log w = 800) makes the arithmetic mean inf while the geometric
-    one, from log w as given, stays the exact finite value."""
+    a ratio beyond float range (log w = 800) makes its group's arithmetic mean inf while the
+    geometric one, from log w as given, stays the exact finite value, and neither an inf nor a
+    weight of 0 reaches the other group's means."""
     rng = np.random.default_rng()
     n = int(rng.integers(50, 400))
     log_w = rng.normal(0.0, 0.3, size=n)
@@ -657,9 +658,19 @@ def test_geometric_weights_are_exp_mean_log_w_and_ignore_an_overflowing_ratio():
     summary = summarize_reweighting(jnp.exp(log_weights), jnp.asarray(costs, jnp.float32),
                                     log_weights)
     assert np.isinf(float(summary.mean_weight_safe))
+    np.testing.assert_allclose(float(summary.mean_weight_costly),  # untouched by the other group
+                               np.exp(log_w[costly]).mean(), rtol=1e-5)
     np.testing.assert_allclose(float(summary.geometric_weight_safe),
                                np.exp(log_w[~costly].mean()), rtol=1e-4)
     np.testing.assert_allclose(float(summary.geometric_weight_costly),
                                np.exp(log_w[costly].mean()), rtol=1e-5)
+    # a weight that underflows to 0 (log w = -inf without log_weights) stays in its group
+    weights = np.exp(rng.normal(0.0, 0.3, size=n))
+    weights[0] = 0.0  # costly sample 0
+    summary = summarize_reweighting(jnp.asarray(weights, jnp.float32),
+                                    jnp.asarray(costs, jnp.float32))
+    assert float(summary.geometric_weight_costly) == 0.0
+    np.testing.assert_allclose(float(summary.geometric_weight_safe),
+                               np.exp(np.log(weights[~costly]).mean()), rtol=1e-5)
     with pytest.raises(AssertionError):  # weights and costs of different samples
         summarize_reweighting(jnp.ones(n), jnp.zeros(n + 1))

@@ -173,11 +173,14 @@ def test_gradient_noise_summary_rows_and_intervals(noise, tmp_path: Path) -> Non
     for seed in range(int(rng.integers(2, 5))):
         kl, sg, st, cos = rng.uniform(size=4)
         plain, shapo = rng.normal(size=(2, 40)) * 0.01
+        setting = {"minibatch": 64, "fisher_fraction": 0.25}
         result = {"seed": seed, "checkpoint": 90, "records": [
-            {"radius": 0.0, "kl": 0.0, "signal_g": sg, "signal_g_tilde": sg, "cosine": 1.0},
-            {"radius": 0.005, "kl": kl, "signal_g": sg, "signal_g_tilde": st, "cosine": cos}],
-            "epochs": [{"radius": 0.0, "gain": plain.tolist()},
-                       {"radius": 0.005, "gain": shapo.tolist()}]}
+            {**setting, "radius": 0.0, "kl": 0.0, "signal_g": sg, "signal_g_tilde": sg,
+             "cosine": 1.0},
+            {**setting, "radius": 0.005, "kl": kl, "signal_g": sg, "signal_g_tilde": st,
+             "cosine": cos}],
+            "epochs": [{**setting, "radius": 0.0, "gain": plain.tolist()},
+                       {**setting, "radius": 0.005, "gain": shapo.tolist()}]}
         path = tmp_path / f"m{seed}.json"
         path.write_text(json.dumps(result))
         files.append(str(path))
@@ -185,6 +188,11 @@ def test_gradient_noise_summary_rows_and_intervals(noise, tmp_path: Path) -> Non
                          plain[-1] - shapo[-1]])
     lines = noise.summarize(files).splitlines()
     assert len(lines) == 2 + len(files) + 1
+    assert "after 40 epochs" in lines[0]
+    result["epochs"][1]["minibatch"] = 2560  # an epoch run of another setting is refused
+    Path(files[-1]).write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match="not of its gradient record's setting"):
+        noise.summarize(files)
     for line, row in zip(lines[2:-1], expected, strict=False):
         cells = [float(c) for c in line.strip("|").split("|")[1:]]
         assert cells == pytest.approx(row, rel=1e-3, abs=1e-7)

@@ -63,8 +63,10 @@ def summarize_reweighting(weights: jax.Array, costs: jax.Array,
     safe = 1.0 - costly
 
     def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+        # where, not values * mask: an infinite value of the other group would give inf * 0
         count = mask.sum()
-        return jnp.where(count > 0, (values * mask).sum() / jnp.maximum(count, 1.0), jnp.nan)
+        total = jnp.where(mask > 0, values, 0.0).sum()
+        return jnp.where(count > 0, total / jnp.maximum(count, 1.0), jnp.nan)
 
     return ReweightingSummary(
         mean_weight_costly=masked_mean(weights, costly),
