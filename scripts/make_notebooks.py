@@ -178,7 +178,10 @@ print(f"objective: L(theta) = {float(objective(params)):.4f}, "
       f"L(theta + eps) = {float(objective(jax.tree.map(jnp.add, params, epsilon))):.4f}")
 print(f"mean w: costly {float(summary.mean_weight_costly):.4f}, "
       f"cost-free {float(summary.mean_weight_safe):.4f} "
-      f"({float(summary.fraction_costly):.1%} costly)")'''),
+      f"({float(summary.fraction_costly):.1%} costly)")
+# the geometric mean exp(mean log w): the first-order weight, which a few large ratios cannot set
+print(f"geometric mean w: costly {float(summary.geometric_weight_costly):.4f}, "
+      f"cost-free {float(summary.geometric_weight_safe):.4f}")'''),
         new_markdown_cell("## Costly against cost-free samples; sharpness across the plane\n"
                           "Left: the distribution of w. Middle: w against the Lagrangian "
                           "advantage (w ~ 1 + eps^T grad log pi: below 1 where A_lag > 0). Right: "
