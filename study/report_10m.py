@@ -169,17 +169,16 @@ def mechanism_markdown(study: Path) -> str:
                   and math.isfinite(float(r[key]))]
         return float(np.mean(values)) if values else math.nan
 
-    parts = {json.loads((d / "config.json").read_text())["algo"]: d for d in run_dirs(study)
-             if not json.loads((d / "config.json").read_text())["algo"].startswith("shapo_")}
+    algos = {d: json.loads((d / "config.json").read_text())["algo"] for d in run_dirs(study)}
+    plain = {algo: d for d, algo in algos.items() if not algo.startswith("shapo_")}
     lines = ["| SHAPO part | env steps | radius | "
              + " | ".join(title for title, _ in MECHANISM_COLUMNS) + " |",
              "|---|---:|---:|" + "---:|" * len(MECHANISM_COLUMNS)]
-    for run_dir in run_dirs(study):
-        config = json.loads((run_dir / "config.json").read_text())
-        if not config["algo"].startswith("shapo_"):
+    for run_dir, algo in algos.items():
+        if not algo.startswith("shapo_"):
             continue
         table = by_steps(run_dir)
-        baseline_dir = parts.get(config["algo"].removeprefix("shapo_"))
+        baseline_dir = plain.get(algo.removeprefix("shapo_"))
         baseline = by_steps(baseline_dir) if baseline_dir else {}
         logged = sorted(table)
         shown = sorted({min(logged, key=lambda s, m=m: abs(s - m)) for m in MILESTONES

@@ -12,10 +12,11 @@ published TRPOLag curve reaches the cost limit of 25 within about 1M steps (RESU
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from shapo_jax.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_RUN = ROOT / "study/runs/SafetyPointGoal1-10M/trpo_lag"
@@ -27,8 +28,7 @@ COLUMNS = (("reward_rate", 1000.0, "reward x 1000"), ("cost_rate", 1000.0, "cost
 def seed_means(run_dir: Path, seeds: tuple[int, ...]) -> dict[int, dict[str, float]]:
     """env_steps -> column -> mean over `seeds`, at the steps every seed has logged."""
     by_step: dict[int, list[dict]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
         if record.get("seed") in seeds and record.get("cost_rate") is not None:
             by_step.setdefault(record["env_steps"], []).append(record)
     return {step: {key: float(np.mean([r[key] for r in rows])) * scale

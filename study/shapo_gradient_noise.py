@@ -44,9 +44,8 @@ from shapo_jax.policy import gaussian_kl
 from shapo_jax.training.devices import env_pieces
 from shapo_jax.training.evaluation import restore_member, select_run
 from shapo_jax.update.learner import UpdateBatch, minibatches
-from shapo_jax.update.ppo import make_ppo_update, ppo_objective
+from shapo_jax.update.ppo import make_ppo_update, ppo_objective, ppo_policy_gradient
 from shapo_jax.update.settings import ShapoSettings, UpdateHyperparameters
-from shapo_jax.update.shapo_step import fisher_subsample, policy_fisher_product, policy_gradient
 
 
 def next_batch(restored):
@@ -66,24 +65,22 @@ def next_batch(restored):
             float(metrics["radius"]))
 
 
+def shapo_settings(config, fisher_fraction: float) -> ShapoSettings:
+    """The run's SHAPO solve (its CG iterations and damping) with `fisher_fraction`."""
+    return ShapoSettings(cg_iters=config.shapo_cg_iters, cg_damping=config.shapo_cg_damping,
+                         fisher_fraction=fisher_fraction)
+
+
 def minibatch_gradients(restored, batch, num_minibatches: int, radius: float,
                         fisher_fraction: float, key: jax.Array) -> dict[str, np.ndarray]:
-    """g and g_tilde (flattened) and the KL reached, for each of the batch's minibatches."""
+    """g and g_tilde (flattened) and the KL reached, for each of the batch's minibatches: the
+    learner's own minibatch gradient (`ppo_policy_gradient`) at the checkpoint's theta."""
     config, networks = restored.selection.config, restored.trainer.networks
     params = restored.state.learner.actor_params
-    shapo = ShapoSettings(cg_iters=config.shapo_cg_iters, cg_damping=config.shapo_cg_damping,
-                          fisher_fraction=fisher_fraction)
+    ppo, shapo = config.ppo_settings(), shapo_settings(config, fisher_fraction)
 
     def one(minibatch):
-        def objective(p):
-            return ppo_objective(p, networks, minibatch, config.clip, config.entropy_coef)
-
-        def fisher_product():
-            obs = fisher_subsample(minibatch.obs, shapo.fisher_fraction)
-            return policy_fisher_product(networks, params, obs)
-
-        step = policy_gradient(objective, params, shapo, jnp.float32(radius), fisher_product,
-                               minibatch.cost)
+        step = ppo_policy_gradient(networks, params, minibatch, ppo, shapo, jnp.float32(radius))
         return (ravel_pytree(step.grad)[0], ravel_pytree(step.ascent)[0],
                 step.metrics["shapo_kl"])
 
@@ -103,8 +100,7 @@ def epochs_from_checkpoint(restored, batch, num_minibatches: int, radius: float,
     config, networks = restored.selection.config, restored.trainer.networks
     ppo = dataclasses.replace(config.ppo_settings(), update_epochs=1, target_kl=None,
                               num_minibatches=num_minibatches)
-    shapo = ShapoSettings(cg_iters=config.shapo_cg_iters, cg_damping=config.shapo_cg_damping,
-                          fisher_fraction=fisher_fraction)
+    shapo = shapo_settings(config, fisher_fraction)
     update = make_ppo_update(networks, restored.trainer.optimizer, ppo=ppo, shapo=shapo,
                              critic=config.critic_settings())
     hp = UpdateHyperparameters(shapo_radius=jnp.float32(radius),

@@ -24,7 +24,7 @@ from shapo_jax.update.losses import (
     standardize,
     value_loss,
 )
-from shapo_jax.update.ppo import make_ppo_update, ppo_objective
+from shapo_jax.update.ppo import make_ppo_update, ppo_objective, ppo_policy_gradient
 from shapo_jax.update.settings import (
     DEFAULT_CG_DAMPING,
     CriticSettings,
@@ -68,6 +68,7 @@ __all__ = [
     "pid_lagrange",
     "policy_gradient",
     "ppo_objective",
+    "ppo_policy_gradient",
     "standardize",
     "trpo_objective",
     "value_loss",

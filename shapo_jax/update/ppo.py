@@ -30,6 +30,7 @@ from shapo_jax.update.settings import (
 )
 from shapo_jax.update.shapo_step import (
     PolicyAux,
+    PolicyGradient,
     fisher_subsample,
     policy_fisher_product,
     policy_gradient,
@@ -46,6 +47,24 @@ def ppo_objective(
     objective = clipped_surrogate(log_prob, batch.old_log_prob, batch.advantage, clip)
     objective = objective + entropy_coef * gaussian_entropy(log_std).mean()
     return objective, (log_prob, mean, log_std)
+
+
+def ppo_policy_gradient(
+    networks: Networks, actor_params: ArrayTree, minibatch: UpdateBatch, ppo: PpoSettings,
+    shapo: ShapoSettings | None, radius: jax.Array,
+) -> PolicyGradient:
+    """L_PPO's gradient g on `minibatch` at `actor_params` and, with `shapo`, SHAPO's g_tilde of
+    KL radius `radius`, its epsilon from this minibatch's g and a Fisher on its subsample
+    (`shapo_step.policy_gradient`; one minibatch step of Algorithm 4)."""
+    def objective(params: ArrayTree) -> tuple[jax.Array, PolicyAux]:
+        return ppo_objective(params, networks, minibatch, ppo.clip, ppo.entropy_coef)
+
+    def fisher_product():
+        obs = fisher_subsample(minibatch.obs, shapo.fisher_fraction)
+        return policy_fisher_product(networks, actor_params, obs)
+
+    return policy_gradient(objective, actor_params, shapo, radius, fisher_product,
+                           minibatch.cost)
 
 
 def make_ppo_update(
@@ -70,15 +89,8 @@ def make_ppo_update(
     critics_optimizer = critic_optimizer(optimizer, critic)
 
     def minibatch_step(learner: LearnerState, minibatch: UpdateBatch, hp: UpdateHyperparameters):
-        def objective(params: ArrayTree) -> tuple[jax.Array, PolicyAux]:
-            return ppo_objective(params, networks, minibatch, ppo.clip, ppo.entropy_coef)
-
-        def fisher_product():
-            obs = fisher_subsample(minibatch.obs, shapo.fisher_fraction)
-            return policy_fisher_product(networks, learner.actor_params, obs)
-
-        step = policy_gradient(objective, learner.actor_params, shapo, hp.shapo_radius,
-                               fisher_product, minibatch.cost)
+        step = ppo_policy_gradient(networks, learner.actor_params, minibatch, ppo, shapo,
+                                   hp.shapo_radius)
         ascent = jax.tree_util.tree_map(jnp.negative, step.ascent)  # optax minimises
         updates, actor_opt_state = optimizer.update(
             ascent, learner.actor_opt_state, learner.actor_params
