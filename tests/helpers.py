@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import jax
 import jax.monitoring
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from shapo_jax.rollout import reset_batch
 
@@ -78,3 +80,61 @@ def cli_error(main, argv: list[str], capsys, usage_ok: bool = False) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 or (usage_ok and lines[0].startswith("usage:")), err
     return err
+
+
+# ----- independent references shared by the learners' tests -------------------------------
+
+def flat(tree) -> np.ndarray:
+    """A pytree's leaves as one float64 vector, in `jax.tree_util` order."""
+    return np.concatenate([np.ravel(np.asarray(x, np.float64))
+                           for x in jax.tree_util.tree_leaves(tree)])
+
+
+def numpy_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> np.ndarray:
+    """KL(N_p || N_q) per state for diagonal Gaussians, in float64 (the textbook formula)."""
+    mean_p, log_std_p, mean_q, log_std_q = (
+        np.asarray(x, np.float64) for x in (mean_p, log_std_p, mean_q, log_std_q)
+    )
+    var_p, var_q = np.exp(2 * log_std_p), np.exp(2 * log_std_q)
+    return np.sum(
+        0.5 * np.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5,
+        axis=-1,
+    )
+
+
+def numpy_subsample(obs: np.ndarray, fraction: float) -> np.ndarray:
+    """The Fisher's states: m = round(fraction n) rows at floor(i n / m) (docs/algorithms.md §5)."""
+    n = obs.shape[0]
+    m = max(1, min(n, int(np.floor(fraction * n + 0.5))))
+    return obs[[int(np.floor(i * n / m)) for i in range(m)]]
+
+
+def dense_gaussian_fisher(actor, params, obs) -> np.ndarray:
+    """F = 1/B sum_s J_s^T diag(1/sigma^2, 2) J_s as an explicit float64 matrix over the
+    flattened parameters (`ravel_pytree` order), J_s the Jacobian of (mean, log_std) at s."""
+    flat_params, unravel = ravel_pytree(params)
+    jac_mean, jac_log_std = jax.jit(jax.jacfwd(lambda f: actor.apply(unravel(f), obs)))(
+        flat_params)
+    _, log_std = actor.apply(params, obs)
+    jac_mean, jac_log_std = np.asarray(jac_mean, np.float64), np.asarray(jac_log_std, np.float64)
+    inv_var = np.exp(-2.0 * np.asarray(log_std, np.float64))
+    fisher = np.einsum("bap,ba,baq->pq", jac_mean, inv_var, jac_mean)
+    fisher += 2.0 * np.einsum("bap,baq->pq", jac_log_std, jac_log_std)
+    return fisher / obs.shape[0]
+
+
+def hand_adam(params, state, grad: dict) -> dict:
+    """One step of `make_optimizer`'s Adam (optax's defaults: b1 0.9, b2 0.999, eps 1e-8)
+    from `state`, written out in float64; `grad[k]`: the (clipped) gradient of the top-level
+    entry `params[k]` as a `flat` vector. Returns the new `flat(params[k])` per entry."""
+    inner = state[1]
+    adam_state = inner.inner_state[0]
+    count = int(adam_state.count) + 1
+    lr = float(inner.hyperparams["learning_rate"])
+    new = {}
+    for k in grad:
+        m = 0.9 * flat(adam_state.mu[k]) + 0.1 * grad[k]
+        v = 0.999 * flat(adam_state.nu[k]) + 0.001 * grad[k] ** 2
+        m_hat, v_hat = m / (1 - 0.9 ** count), v / (1 - 0.999 ** count)
+        new[k] = flat(params[k]) - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return new

@@ -24,6 +24,10 @@ FALL_NAMES = ["SafetyAntFall", "SafetyWalker2dFall"]
 # Gymnasium v4 control steps (timestep * frame_skip).
 GYM_DT = {"Ant": 0.05, "HalfCheetah": 0.05, "Hopper": 0.008, "Walker2d": 0.008,
           "Swimmer": 0.04, "Humanoid": 0.015}
+# Safety-Gymnasium 1.0's velocity limits of its Velocity-v1 tasks (the `_velocity_threshold`
+# of safety_gymnasium/tasks/safe_velocity/safety_<robot>_velocity_v1.py), written out here.
+SAFETY_GYMNASIUM_V1_THRESHOLDS = {"Ant": 2.6222, "HalfCheetah": 3.2096, "Hopper": 0.7402,
+                                  "Walker2d": 2.3415, "Swimmer": 0.2282, "Humanoid": 1.4149}
 
 
 def _make_rollout(env, qd_index: int, q_index: int | None = None):
@@ -244,7 +248,7 @@ def test_registry_names_and_control_steps():
         env = envs.make(f"Safety{robot}Velocity")
         assert float(env.dt) == pytest.approx(dt, rel=1e-6)
         assert env.episode_length == 1000
-        assert env.velocity_threshold == locomotion.VELOCITY_THRESHOLDS[robot]
+        assert env.velocity_threshold == SAFETY_GYMNASIUM_V1_THRESHOLDS[robot]
     assert envs.make("SafetySwimmerVelocity").backend == "generalized"
     assert envs.make("SafetyAntFall").backend == "mjx"
 

@@ -278,6 +278,23 @@ def test_shapo_eval_reports_the_episodes_of_a_numpy_loop(run_dir, tmp_path, caps
     assert f"episode return {mean:.3f} +- {se:.3f}" in printed
 
 
+def test_the_trainers_periodic_evaluation_is_the_numpy_loops_mean(run_dir, tmp_path):
+    """`Trainer.evaluate` (the eval_return and eval_cost of metrics.jsonl) on a restored
+    member: the mean of the NumPy loop's deterministic episodes from the same reset keys."""
+    config, state = restored_state(run_dir)
+    member, episodes = 1, 5
+    seed = int(np.random.default_rng().integers(1000))
+    trainer = make_train(config, config.make_env())  # the run's env options
+    member_state = jax.tree_util.tree_map(lambda x: x[member], state)
+    reset_key, _ = jax.random.split(jax.random.PRNGKey(seed))  # the loop's reset key
+    result = jax.jit(trainer.evaluate, static_argnums=2)(member_state, reset_key, episodes)
+    returns, costs = numpy_loop_episodes(load_policy_of(run_dir, tmp_path, member), episodes,
+                                         seed, stochastic=False)
+    assert costs.sum() > 0 and len(set(returns.round(4))) > 1
+    assert float(result.episode_return) == pytest.approx(returns.mean(), rel=1e-4, abs=1e-4)
+    assert float(result.episode_cost) == pytest.approx(costs.mean(), abs=1e-5)
+
+
 def load_policy_of(run: Path, tmp_path: Path, member: int):
     out = tmp_path / f"member{member}.npz"
     assert export_main([str(run), "--member", str(member), "--out", str(out)]) == 0

@@ -8,18 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import numpy_subsample
 
 import envs
 from shapo_jax.io import append_jsonl, atomic_save, atomic_write_text, read_jsonl
 from shapo_jax.training import TrainConfig, make_train
 from shapo_jax.update import UpdateHyperparameters, fisher_subsample
 from shapo_jax.update.shapo_step import shapo_diagnostics
-
-
-def numpy_subsample(obs: np.ndarray, fraction: float) -> np.ndarray:
-    n = obs.shape[0]
-    m = max(1, min(n, int(np.floor(fraction * n + 0.5))))
-    return obs[[int(np.floor(i * n / m)) for i in range(m)]]
 
 
 def test_fisher_subsample_is_evenly_spaced_and_exactly_the_fraction():

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import dense_gaussian_fisher, flat
 from jax.flatten_util import ravel_pytree
 
 from shapo_jax.policy import GaussianActor, gaussian_entropy, gaussian_kl, gaussian_log_prob
@@ -87,22 +88,6 @@ def hand_kl(mean_p, log_std_p, mean_q, log_std_q):
     return per_dim.sum(-1)
 
 
-def dense_fisher_from_jacobians(params, obs) -> np.ndarray:
-    """F = 1/B sum_s J_s^T diag(1/sigma^2, 2) J_s, assembled in NumPy float64."""
-    flat, unravel = ravel_pytree(params)
-    jac_mean, jac_log_std = jax.jit(jax.jacfwd(lambda f: ACTOR.apply(unravel(f), obs)))(flat)
-    _, log_std = ACTOR.apply(params, obs)
-    jac_mean, jac_log_std = np.asarray(jac_mean, np.float64), np.asarray(jac_log_std, np.float64)
-    inv_var = np.exp(-2.0 * np.asarray(log_std, np.float64))
-    fisher = np.einsum("bap,ba,baq->pq", jac_mean, inv_var, jac_mean)
-    fisher += 2.0 * np.einsum("bap,baq->pq", jac_log_std, jac_log_std)
-    return fisher / obs.shape[0]
-
-
-def flat(tree) -> np.ndarray:
-    return np.asarray(ravel_pytree(tree)[0], np.float64)
-
-
 def unravel_like(tree, vector):
     return ravel_pytree(tree)[1](vector)
 
@@ -151,7 +136,7 @@ def test_fisher_products_match_dense_hessian_and_jacobian_fisher():
             return jnp.mean(hand_kl(old_mean, old_log_std, *ACTOR.apply(unravel(f), obs)))
 
         hessian = np.asarray(jax.jit(jax.hessian(reference_kl))(flat_params))
-        fisher = dense_fisher_from_jacobians(params, obs)
+        fisher = dense_gaussian_fisher(ACTOR, params, obs)
         # The Hessian of the KL at equality is the Jacobian Fisher (the gradient term vanishes).
         np.testing.assert_allclose(hessian, fisher, rtol=1e-9, atol=1e-12 * np.abs(fisher).max())
 
@@ -289,7 +274,7 @@ def float64_policy():
         k_params, k_batch = jax.random.split(jax.random.PRNGKey(6))
         params = random_actor_params(k_params, jnp.float64)
         obs, actions, advantages = random_batch(k_batch, params, 48, jnp.float64)
-        fisher = dense_fisher_from_jacobians(params, obs)
+        fisher = dense_gaussian_fisher(ACTOR, params, obs)
         objective, _, _ = policy_problem(params, obs, actions, advantages)
         grad = flat(jax.grad(objective)(params))
     return params, obs, actions, advantages, fisher, grad

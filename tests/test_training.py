@@ -232,3 +232,73 @@ def test_advantage_scales_are_the_stds_of_the_batch_gae_before_standardisation()
         np.testing.assert_allclose(float(metrics[f"{signal}_advantage_std"]), advantages.std(),
                                    rtol=1e-4, err_msg=signal)
     assert float(np.asarray(traj.cost).sum()) > 0  # the cost advantage saw costs
+
+
+def test_the_learners_batch_is_the_replayed_rollouts_lagrangian_batch():
+    """What `Trainer.update` hands its learner (swapped for one that hands the batch back, as
+    study/shapo_gradient_noise.py does), against NumPy on the same rollout replayed:
+    A_lag = (z(A_r) - lambda' (A_c - mean A_c)) / (1 + lambda') with the GAE of
+    test_advantages and lambda' one projected Adam step (test_lagrange) on the rate estimate
+    cost_rate x episode length, the targets A + V, pi_old's log-density of each action from
+    SciPy, and the flat time-major layout of the batch."""
+    import dataclasses
+
+    from scipy.stats import norm
+    from test_advantages import numpy_gae
+    from test_lagrange import numpy_projected_adam
+
+    from shapo_jax.rollout import normalize, rollout
+    from shapo_jax.update import UpdateBatch
+
+    rng = np.random.default_rng()
+    config = TrainConfig(**{**SMALL, "lagrange_init": float(rng.uniform(0.1, 2.0))},
+                         algo="ppo_lag", cost_estimator="rate",
+                         env_options={"hazard_radius": 1.5})
+    env = config.make_env()
+    fields = [f.name for f in dataclasses.fields(UpdateBatch)]
+
+    def hand_back(learner, batch, key, hp):
+        return learner, {f"batch.{name}": getattr(batch, name) for name in fields}
+
+    trainer = dataclasses.replace(make_train(config, env), policy_update=hand_back)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(int(rng.integers(1 << 30))))
+    _, metrics = jax.jit(trainer.update)(state)
+    batch = {name: np.asarray(metrics[f"batch.{name}"], np.float64) for name in fields}
+
+    _, rollout_key, _ = jax.random.split(state.key, 3)
+    traj = jax.jit(lambda s, k: rollout(env, trainer.policy(s), s.env_state, s.tracker, k,
+                                        config.rollout_length, config.action_repeat)[2])(
+        state, rollout_key)
+    obs, next_obs = (np.asarray(normalize(state.obs_stats, x), np.float64)
+                     for x in (traj.obs, traj.next_obs))
+    critic, params = trainer.networks.critic, state.learner.critic_params
+    gae = {}
+    for signal, gamma, lam in (("reward", config.gamma, config.gae_lambda),
+                               ("cost", config.cost_gamma, config.cost_gae_lambda)):
+        values, next_values = (np.asarray(critic.apply(params[signal], x.astype(np.float32)))
+                               for x in (obs, next_obs))
+        gae[signal] = numpy_gae(getattr(traj, signal), values, next_values, traj.terminated,
+                                traj.done, gamma, lam)
+    cost = np.asarray(traj.cost, np.float64)
+    assert cost.sum() > 0, "the rollout met no cost: the cost terms are not exercised"
+    estimate = cost.mean() / config.action_repeat * env.episode_length
+    multiplier = numpy_projected_adam(config.lagrange_init, config.lagrange_lr, [estimate],
+                                      config.cost_limit)[0]
+    reward_adv, cost_adv = gae["reward"][0].reshape(-1), gae["cost"][0].reshape(-1)
+    z_reward = (reward_adv - reward_adv.mean()) / (reward_adv.std() + 1e-8)
+    advantage = (z_reward - multiplier * (cost_adv - cost_adv.mean())) / (1 + multiplier)
+    mean, log_std = (np.asarray(x, np.float64) for x in trainer.networks.actor.apply(
+        state.learner.actor_params, obs.astype(np.float32)))
+    action = np.asarray(traj.action, np.float64)
+    old_log_prob = norm.logpdf(action, mean, np.exp(log_std)).sum(-1)
+
+    close = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(metrics["episode_cost_estimate"]), estimate, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["lagrange_multiplier"]), multiplier, rtol=1e-5)
+    np.testing.assert_allclose(batch["advantage"], advantage, **close)
+    np.testing.assert_allclose(batch["reward_target"], gae["reward"][1].reshape(-1), **close)
+    np.testing.assert_allclose(batch["cost_target"], gae["cost"][1].reshape(-1), **close)
+    np.testing.assert_allclose(batch["old_log_prob"], old_log_prob.reshape(-1), **close)
+    np.testing.assert_allclose(batch["obs"], obs.reshape(batch["obs"].shape), **close)
+    np.testing.assert_array_equal(batch["action"], action.reshape(batch["action"].shape))
+    np.testing.assert_array_equal(batch["cost"], cost.reshape(-1))

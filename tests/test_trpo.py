@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_policy_return
+from helpers import numpy_gaussian_kl, random_policy_return
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -24,18 +24,6 @@ from shapo_jax.update.trpo import backtracking_line_search, line_search_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(env="TinyHazardNav", num_envs=64, rollout_length=50)
-
-
-def numpy_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q) -> np.ndarray:
-    """KL(N_p || N_q) per state for diagonal Gaussians, in float64 (independent reference)."""
-    mean_p, log_std_p, mean_q, log_std_q = (
-        np.asarray(x, np.float64) for x in (mean_p, log_std_p, mean_q, log_std_q)
-    )
-    var_p, var_q = np.exp(2 * log_std_p), np.exp(2 * log_std_q)
-    return np.sum(
-        0.5 * np.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5,
-        axis=-1,
-    )
 
 
 # ----- the trust region is never exceeded ---------------------------------------------

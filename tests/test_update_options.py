@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import flat, hand_adam
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -351,11 +352,6 @@ def hand_grad(params, obs, target):
     return jax.grad(hand_loss)(params, obs, target)
 
 
-def flat(tree) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(x, np.float64))
-                           for x in jax.tree_util.tree_leaves(tree)])
-
-
 def unflat(vector, like):
     leaves, treedef = jax.tree_util.tree_flatten(like)
     out, start = [], 0
@@ -377,21 +373,6 @@ def reference_gradients(params, batch, rho, separate):
     sam = {k: flat(hand_grad(unflat(flat(params[k]) + eps[k], params[k]), batch.obs, targets[k]))
            for k in targets}
     return g, eps, sam
-
-
-def hand_adam(params, state, grad):
-    """optax.adam's default step (b1 0.9, b2 0.999, eps 1e-8) written out, in float64."""
-    inner = state[1]
-    adam_state = inner.inner_state[0]
-    count = int(adam_state.count) + 1
-    lr = float(inner.hyperparams["learning_rate"])
-    new = {}
-    for k in grad:
-        m = 0.9 * flat(adam_state.mu[k]) + 0.1 * grad[k]
-        v = 0.999 * flat(adam_state.nu[k]) + 0.001 * grad[k] ** 2
-        m_hat, v_hat = m / (1 - 0.9 ** count), v / (1 - 0.999 ** count)
-        new[k] = flat(params[k]) - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
-    return new
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from shapo_jax.rollout.episodes import (
     summarize_rollout,
     track_step,
 )
+from shapo_jax.rollout.full_episodes import episode_horizon, full_episodes
 from shapo_jax.rollout.normalization import (
     RunningStatistics,
     init_statistics,
@@ -37,6 +38,8 @@ __all__ = [
     "Transition",
     "init_statistics",
     "desynchronize_episodes",
+    "episode_horizon",
+    "full_episodes",
     "init_tracker",
     "init_window",
     "normalize",

@@ -37,7 +37,7 @@ from brax.envs.base import Env
 
 from shapo_jax.io import atomic_save, atomic_write_json
 from shapo_jax.policy.exported import FORMAT_VERSION, OBS_STD_EPSILON
-from shapo_jax.rollout import reset_batch, step_with_repeat
+from shapo_jax.rollout import full_episodes
 from shapo_jax.rollout.normalization import OBS_CLIP, RunningStatistics
 from shapo_jax.training.checkpoint import Checkpointer
 from shapo_jax.training.config import TrainConfig
@@ -145,43 +145,17 @@ def evaluation_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return reset_key, action_key
 
 
-def episode_horizon(env: Env, action_repeat: int) -> int:
-    """Policy steps of a full episode: ceil(episode_length / action_repeat)."""
-    return -(-int(env.episode_length) // int(action_repeat))
-
-
 def make_episodes(trainer: Trainer, episodes: int, pieces: int = 1, deterministic: bool = True,
                   record_first: bool = False):
     """A pure function (state, reset_key, action_key) -> (returns [N], costs [N], recording):
-    `episodes` full episodes of `state`'s policy (the trainer's `policy`, mean action when
-    `deterministic`), stepped in `pieces` sequential calls. With `record_first`, recording is
-    (initial state, per-step states, alive before each step) of episode 0, else None."""
-    cfg, env = trainer.config, trainer.env
-    horizon = episode_horizon(env, cfg.action_repeat)
-
+    `episodes` full episodes (`full_episodes`) of `state`'s policy (the trainer's `policy`,
+    mean action when `deterministic`), stepped in `pieces` sequential calls. With
+    `record_first`, recording is (initial state, per-step states, alive before each step) of
+    episode 0, else None."""
     def run(state: TrainState, reset_key: jax.Array, action_key: jax.Array):
-        act = trainer.policy(state, deterministic=deterministic)
-        start = reset_batch(env, reset_key, episodes, pieces)
-
-        def one_step(carry, key):
-            env_state, ret, cost, alive = carry
-            action, _ = act(env_state.obs, key)
-            env_state, reward, step_cost = step_with_repeat(
-                env, env_state, action, cfg.action_repeat, pieces)
-            ret = ret + alive * reward
-            cost = cost + alive * step_cost
-            out = (jax.tree_util.tree_map(lambda x: x[0], env_state), alive[0]) \
-                if record_first else None
-            alive = alive * (1.0 - env_state.done)
-            return (env_state, ret, cost, alive), out
-
-        zeros = jnp.zeros((episodes,), jnp.float32)
-        (_, ret, cost, _), steps = jax.lax.scan(
-            one_step, (start, zeros, zeros, zeros + 1.0), jax.random.split(action_key, horizon))
-        recording = None
-        if record_first:
-            recording = (jax.tree_util.tree_map(lambda x: x[0], start),) + steps
-        return ret, cost, recording
+        return full_episodes(trainer.env, trainer.policy(state, deterministic=deterministic),
+                             reset_key, action_key, episodes, trainer.config.action_repeat,
+                             pieces, record_first)
 
     return run
 

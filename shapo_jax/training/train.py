@@ -27,6 +27,7 @@ from shapo_jax.rollout import (
     EpisodeWindow,
     RunningStatistics,
     desynchronize_episodes,
+    full_episodes,
     init_statistics,
     init_tracker,
     init_window,
@@ -35,7 +36,6 @@ from shapo_jax.rollout import (
     recent_episodes,
     reset_batch,
     rollout,
-    step_with_repeat,
     summarize_episodes,
     summarize_rollout,
     update_statistics,
@@ -313,28 +313,12 @@ class Trainer:
     def evaluate(
         self, state: TrainState, key: jax.Array, num_envs: int | None = None
     ) -> EvalResult:
-        """Mean return and cost of the deterministic (mean-action) policy over one episode."""
-        cfg, env = self.config, self.env
-        num_envs = cfg.eval_envs if num_envs is None else num_envs
-        act = self.policy(state, deterministic=True)
-        horizon = -(-env.episode_length // cfg.action_repeat)
-        env_state = reset_batch(env, key, num_envs, self.eval_pieces)
-
-        def one_step(carry, _):
-            env_state, ret, cost, alive = carry
-            action, _ = act(env_state.obs, key)
-            env_state, reward, step_cost = step_with_repeat(
-                env, env_state, action, cfg.action_repeat, self.eval_pieces
-            )
-            ret = ret + alive * reward
-            cost = cost + alive * step_cost
-            alive = alive * (1.0 - env_state.done)
-            return (env_state, ret, cost, alive), None
-
-        zeros = jnp.zeros((num_envs,), jnp.float32)
-        (_, ret, cost, _), _ = jax.lax.scan(
-            one_step, (env_state, zeros, zeros, zeros + 1.0), None, length=horizon
-        )
+        """Mean return and cost of the deterministic (mean-action) policy over one full
+        episode from each of `num_envs` reset states (`full_episodes`; `key` resets them)."""
+        num_envs = self.config.eval_envs if num_envs is None else num_envs
+        ret, cost, _ = full_episodes(
+            self.env, self.policy(state, deterministic=True), key, key, num_envs,
+            self.config.action_repeat, self.eval_pieces)
         # A diverged run has no figures (its frozen last finite state is not what it trained).
         nan = jnp.float32(jnp.nan)
         return EvalResult(episode_return=jnp.where(state.diverged, nan, ret.mean()),
