@@ -15,8 +15,10 @@
 # end is appended to $OUT/wall_times.log. After each part, its final policies run on our port
 # and on the original Safety-Gymnasium (study/crosscheck_10m.py); study/report_10m.py makes the
 # figures and tables. Before a sitting ends: stop it, then `bash study/stage_progress.sh`,
-# `.venv/bin/python study/report_10m.py` and commit. Meanwhile study/autosave.sh commits the
-# study's state every hour, so that a sitting cut off before it could do so loses at most that.
+# `.venv/bin/python study/report_10m.py` and commit, and leave it stopped: the checkpoints it
+# writes after that commit are not in git, so a fresh clone goes on from the committed one.
+# Meanwhile study/autosave.sh commits the study's state every hour, so that a sitting cut off
+# before it could do so loses at most that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash study/autosave.sh $$ &

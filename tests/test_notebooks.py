@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -33,4 +32,3 @@ def test_notebook_runs_and_draws(name, tmp_path, monkeypatch):
         assert path.exists() and path.stat().st_size > 1000, f"{name} did not write {figure}"
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    assert os.environ["SHAPO_NOTEBOOK_STEPS"] == "3200"
