@@ -84,6 +84,12 @@ def cli_error(main, argv: list[str], capsys, usage_ok: bool = False) -> str:
 
 # ----- independent references shared by the learners' tests -------------------------------
 
+def fresh_seed() -> int:
+    """A new seed on every call, for tests that draw fresh random inputs (put it in the
+    failure message so that a failing draw can be replayed)."""
+    return int(np.random.default_rng().integers(2**31))
+
+
 def flat(tree) -> np.ndarray:
     """A pytree's leaves as one float64 vector, in `jax.tree_util` order."""
     return np.concatenate([np.ravel(np.asarray(x, np.float64))

@@ -18,7 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import dense_gaussian_fisher, flat, hand_adam, numpy_gaussian_kl, numpy_subsample
+from helpers import (
+    dense_gaussian_fisher,
+    flat,
+    fresh_seed,
+    hand_adam,
+    numpy_gaussian_kl,
+    numpy_subsample,
+)
 from jax.flatten_util import ravel_pytree
 
 from shapo_jax.policy import Critic, GaussianActor
@@ -44,10 +51,6 @@ CG_ITERS = 120  # over twice the actor's 52 parameters: CG has converged in floa
 # CG stops at a residual norm of 1e-10 (`natural_step`'s cg_tol), which leaves errors near 1e-8
 # in a solve whose smallest eigenvalue is the damping (>= 0.01).
 RTOL, ATOL = 1e-6, 1e-7
-
-
-def fresh_seed() -> int:
-    return int(np.random.default_rng().integers(2**31))
 
 
 def random_params(module, rng: np.random.Generator, log_std: bool) -> dict:

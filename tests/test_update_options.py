@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import flat, hand_adam
+from helpers import flat, fresh_seed, hand_adam
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -51,10 +51,6 @@ CONFIG = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=16, rollout_l
                      num_minibatches=4, update_epochs=EPOCHS, hidden_sizes=(16,),
                      max_grad_norm=MAX_GRAD_NORM)
 HP = UpdateHyperparameters(shapo_radius=jnp.float32(0.0), critic_radius=jnp.float32(0.0))
-
-
-def fresh_seed() -> int:
-    return int(RNG.integers(2**31))
 
 
 @functools.cache

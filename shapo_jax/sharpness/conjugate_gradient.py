@@ -17,6 +17,9 @@ from flax import struct
 
 from shapo_jax.sharpness.tree_math import tree_add_scaled, tree_vdot
 
+# The solve stops once ||r|| <= _PRECISION_FLOOR * eps(dtype) * ||b||, whatever `tol` says.
+_PRECISION_FLOOR = 10.0
+
 
 @struct.dataclass
 class ConjugateGradientInfo:
@@ -42,7 +45,8 @@ def conjugate_gradient(
       b: right-hand side, a pytree like the parameters.
       iters: maximum number of iterations (a Python int: the loop bound is static).
       damping: Tikhonov damping added to A (Levenberg-Marquardt style), may be traced.
-      tol: stop once the residual norm falls to `tol` or below.
+      tol: stop once the residual norm falls to `tol` or below, or to 10 eps ||b|| (eps of
+        b's dtype), the working precision's limit, whichever comes first.
       return_info: also return a `ConjugateGradientInfo`.
     """
     if not isinstance(iters, int) or iters < 1:
@@ -56,7 +60,11 @@ def conjugate_gradient(
     x0 = jax.tree_util.tree_map(jnp.zeros_like, b)
     r0 = b
     rr0 = tree_vdot(r0, r0)
-    tol_sq = jnp.asarray(tol, rr0.dtype) ** 2
+    # Past about eps ||b|| the true residual no longer falls while the recursively updated one
+    # keeps shrinking, toward float32's underflow, where the inner products lose terms and an
+    # iteration can jump (alpha = r^T r / p^T A p with a p^T A p rounded toward 0) and diverge.
+    precision_floor_sq = (_PRECISION_FLOOR * jnp.finfo(rr0.dtype).eps) ** 2 * rr0
+    tol_sq = jnp.maximum(jnp.asarray(tol, rr0.dtype) ** 2, precision_floor_sq)
 
     def cond(carry):
         i, _, _, _, rr = carry
