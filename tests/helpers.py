@@ -85,9 +85,11 @@ def cli_error(main, argv: list[str], capsys, usage_ok: bool = False) -> str:
 # ----- independent references shared by the learners' tests -------------------------------
 
 def fresh_seed() -> int:
-    """A new seed on every call, for tests that draw fresh random inputs (put it in the
-    failure message so that a failing draw can be replayed)."""
-    return int(np.random.default_rng().integers(2**31))
+    """A new seed on every call, for tests that draw fresh random inputs. It is printed, so
+    that pytest shows it with a failure and the draw can be replayed."""
+    seed = int(np.random.default_rng().integers(2**31))
+    print(f"fresh seed {seed}")
+    return seed
 
 
 def flat(tree) -> np.ndarray:

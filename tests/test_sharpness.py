@@ -97,7 +97,7 @@ def unravel_like(tree, vector):
 
 def test_gaussian_distribution_functions_match_scipy():
     with jax.enable_x64(True):
-        k1, k2, k3, k4, k5 = jax.random.split(jax.random.PRNGKey(11), 5)
+        k1, k2, k3, k4, k5 = jax.random.split(jax.random.PRNGKey(fresh_seed()), 5)
         mean_p, mean_q = jax.random.normal(k1, (4, 3)), jax.random.normal(k2, (4, 3))
         log_std_p, log_std_q = (
             0.5 * jax.random.normal(k3, (4, 3)),
@@ -125,7 +125,7 @@ def test_gaussian_distribution_functions_match_scipy():
 
 def test_fisher_products_match_dense_hessian_and_jacobian_fisher():
     with jax.enable_x64(True):
-        k_params, k_batch, k_v = jax.random.split(jax.random.PRNGKey(1), 3)
+        k_params, k_batch, k_v = jax.random.split(jax.random.PRNGKey(fresh_seed()), 3)
         params = random_actor_params(k_params, jnp.float64)
         obs, actions, advantages = random_batch(k_batch, params, 24, jnp.float64)
         _, kl, distribution = policy_problem(params, obs, actions, advantages)
@@ -154,7 +154,7 @@ def test_fisher_products_match_dense_hessian_and_jacobian_fisher():
 def test_gaussian_fisher_averages_over_all_leading_axes():
     """States shaped [T, B, obs]: the Gauss-Newton product is the Hessian of the mean over T*B."""
     with jax.enable_x64(True):
-        k_params, k_obs, k_v = jax.random.split(jax.random.PRNGKey(2), 3)
+        k_params, k_obs, k_v = jax.random.split(jax.random.PRNGKey(fresh_seed()), 3)
         params = random_actor_params(k_params, jnp.float64)
         obs = jax.random.normal(k_obs, (3, 5, OBS_DIM), jnp.float64)
         old_mean, old_log_std = ACTOR.apply(params, obs)
@@ -195,7 +195,7 @@ def dense_matvec(matrix):
 
 def test_conjugate_gradient_matches_dense_solve_with_damping():
     with jax.enable_x64(True):
-        k_a, k_b = jax.random.split(jax.random.PRNGKey(3))
+        k_a, k_b = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         matrix, _ = random_spd(k_a, 9)
         b_flat = jax.random.normal(k_b, (9,), jnp.float64)
         b = unravel_like(TEMPLATE, b_flat)
@@ -211,7 +211,7 @@ def test_conjugate_gradient_matches_dense_solve_with_damping():
 
 def test_conjugate_gradient_zero_rhs_early_stop_and_bad_iters():
     with jax.enable_x64(True):
-        k_a, k_b = jax.random.split(jax.random.PRNGKey(4))
+        k_a, k_b = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         matrix, _ = random_spd(k_a, 9)
         zero = jax.tree_util.tree_map(lambda leaf: jnp.zeros(leaf.shape, jnp.float64), TEMPLATE)
         x, info = conjugate_gradient(dense_matvec(matrix), zero, iters=10, return_info=True)
@@ -268,7 +268,7 @@ def test_conjugate_gradient_stops_at_the_working_precision_in_float32():
 def test_conjugate_gradient_vmap_members_equal_their_own_solves():
     """A batch of right-hand sides converging after 1, 2, 3 and ~9 iterations, and a zero one."""
     with jax.enable_x64(True):
-        k_a, k_b = jax.random.split(jax.random.PRNGKey(5))
+        k_a, k_b = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         matrix, q = random_spd(k_a, 9, eigenvalues=jnp.linspace(1.0, 4.0, 9))
         rhs = jnp.stack(
             [
@@ -488,7 +488,7 @@ def test_perturbation_under_jit_and_vmap(batched_perturbation, dtype_name, recor
 
 
 def test_pessimism_delta_matches_scipy_quantile():
-    k_alpha, k_n = jax.random.split(jax.random.PRNGKey(8))
+    k_alpha, k_n = jax.random.split(jax.random.PRNGKey(fresh_seed()))
     alphas = np.asarray(jax.random.uniform(k_alpha, (6,), minval=0.01, maxval=0.49))
     counts = np.asarray(jax.random.randint(k_n, (6,), 1, 1_000_000))
     expected = scipy.stats.norm.ppf(alphas.astype(np.float64)) ** 2 / (2.0 * counts)
@@ -542,7 +542,7 @@ def test_schedules():
 def test_sharpness_aware_gradient_on_a_quadratic():
     """loss = 1/2 w^T A w: the SAM gradient is A (w + rho g / ||g||), g = A w."""
     with jax.enable_x64(True):
-        k_a, k_w = jax.random.split(jax.random.PRNGKey(9))
+        k_a, k_w = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         matrix, _ = random_spd(k_a, 9)
         w = unravel_like(TEMPLATE, jax.random.normal(k_w, (9,), jnp.float64))
 
@@ -600,7 +600,7 @@ def flat_jnp(tree) -> jax.Array:
 def test_bandit_rare_costly_action_is_amplified():
     """Softmax bandit: a rare costly action (p = 0.05, A < 0) gets w > 1, the favoured one w < 1."""
     with jax.enable_x64(True):
-        k_actions, k_noise = jax.random.split(jax.random.PRNGKey(10))
+        k_actions, k_noise = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         old_probs = jnp.array([0.35, 0.25, 0.20, 0.15, 0.05])
         logits = jnp.log(old_probs)  # theta = logits; pi_old = pi_theta
         costly, favoured = 4, 0
@@ -654,7 +654,7 @@ def test_bandit_rare_costly_action_is_amplified():
 def test_gaussian_tail_cost_is_amplified():
     """1-D Gaussian policy: costly actions in the right tail (a > 1.5, A < 0) get w > 1."""
     with jax.enable_x64(True):
-        k_actions, k_noise = jax.random.split(jax.random.PRNGKey(12))
+        k_actions, k_noise = jax.random.split(jax.random.PRNGKey(fresh_seed()))
         params = {"mean": jnp.zeros(1), "log_std": jnp.zeros(1)}
         n = 800
         actions = jax.random.normal(k_actions, (n, 1), jnp.float64)
@@ -690,7 +690,7 @@ def test_gaussian_tail_cost_is_amplified():
 
 
 def test_summarize_reweighting_without_costly_samples_is_nan():
-    weights = jax.random.uniform(jax.random.PRNGKey(13), (7,), minval=0.5, maxval=1.5)
+    weights = jax.random.uniform(jax.random.PRNGKey(fresh_seed()), (7,), minval=0.5, maxval=1.5)
     summary = summarize_reweighting(weights, jnp.zeros(7))
     assert np.isnan(float(summary.mean_weight_costly))
     np.testing.assert_allclose(
