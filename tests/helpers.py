@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import jax
@@ -86,8 +87,10 @@ def cli_error(main, argv: list[str], capsys, usage_ok: bool = False) -> str:
 
 def fresh_seed() -> int:
     """A new seed on every call, for tests that draw fresh random inputs. It is printed, so
-    that pytest shows it with a failure and the draw can be replayed."""
-    seed = int(np.random.default_rng().integers(2**31))
+    that pytest shows it with a failure; `SHAPO_TEST_SEED=N pytest ...` replays that draw
+    (every call then returns N)."""
+    replay = os.environ.get("SHAPO_TEST_SEED")
+    seed = int(replay) if replay else int(np.random.default_rng().integers(2**31))
     print(f"fresh seed {seed}")
     return seed
 

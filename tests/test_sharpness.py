@@ -259,10 +259,10 @@ def test_conjugate_gradient_stops_at_the_working_precision_in_float32():
         error = np.linalg.norm(np.asarray(solved[i], np.float64) - expected)
         assert error <= 4 * eps * cond * np.linalg.norm(expected), message
         assert int(info.iterations[i]) < 10 * n, message
-        # It stopped at the floor, not at an underflowed residual (1e-12 of the floor); one
-        # iteration can cut the residual by up to 100 on these systems.
+        # It stopped at the floor, not at an underflowed residual (about 1e-12 of the floor,
+        # or 0); one iteration cut the residual by up to 100 on these systems.
         floor = 10 * eps * np.linalg.norm(rhs[i])
-        assert 1e-4 * floor < float(info.residual_norm[i]) <= floor, message
+        assert 1e-8 * floor < float(info.residual_norm[i]) <= floor, message
 
 
 def test_conjugate_gradient_vmap_members_equal_their_own_solves():
@@ -344,7 +344,8 @@ def test_perturbation_matches_closed_form_with_dense_fisher():
 
 def test_perturbation_true_kl_objective_decrease_and_info():
     seed = fresh_seed()
-    params, obs, actions, advantages, _, grad = float64_policy(seed)
+    params, obs, actions, advantages, fisher, grad = float64_policy(seed)
+    damped = fisher + DAMPING * np.eye(len(grad))
     with jax.enable_x64(True):
         objective, kl, _ = policy_problem(params, obs, actions, advantages)
         mean0, log_std0 = ACTOR.apply(params, obs)
@@ -366,21 +367,24 @@ def test_perturbation_true_kl_objective_decrease_and_info():
             assert float(objective(moved)) < float(objective(params)), f"seed {seed}"
             # With eps = -c x, c^2 = 2 delta / g^T x and (F + damping I) x = g - r:
             # 1/2 eps^T (F + damping I) eps / delta - 1 = -x^T r / g^T x, bounded by the
-            # solve's own residual. predicted_kl is 1/2 eps^T F eps, without the damping.
+            # solve's true residual, here from the dense Fisher. predicted_kl is
+            # 1/2 eps^T F eps, without the damping.
             step_norm = np.linalg.norm(flat(eps))
-            x_norm = step_norm * np.sqrt(float(info.g_dot_x) / (2 * delta))
+            x = -flat(eps) * np.sqrt(float(info.g_dot_x) / (2 * delta))
+            residual = np.linalg.norm(grad - damped @ x)
             damped_kl = float(info.predicted_kl) + 0.5 * DAMPING * step_norm**2
-            bound = x_norm * float(info.cg_residual) / float(info.g_dot_x)
-            assert abs(damped_kl / delta - 1) <= bound + 1e-9, f"seed {seed}"
-            assert float(info.cg_residual) < 1e-6 * np.linalg.norm(grad), f"seed {seed}"
+            bound = np.linalg.norm(x) * residual / float(info.g_dot_x)
+            assert abs(damped_kl / delta - 1) <= bound + 1e-12, f"seed {seed}"
+            assert residual < 1e-6 * np.linalg.norm(grad), f"seed {seed}"
             true_kl = float(jnp.mean(gaussian_kl(mean0, log_std0, *ACTOR.apply(moved, obs))))
             errors.append(abs(true_kl / float(info.predicted_kl) - 1.0))
         # The true KL approaches 1/2 eps^T F eps: the error is third order in eps, so relative
         # to the KL it shrinks like |eps| ~ sqrt(delta), about 30 times from the largest radius
         # to the smallest (on 100 draws: 2.7 times at least, where the third-order term nearly
-        # vanishes and the fourth, of the other sign, cancels it at one radius).
+        # vanishes and the fourth, of the other sign, cancels it at one radius; the larger of
+        # the two largest radii' errors, since the cancellation can hit only one of them).
         message = f"seed {seed}: |KL / predicted - 1| = {errors}"
-        assert errors[-1] < 0.01 and errors[-1] < errors[0] / 2, message
+        assert errors[-1] < 0.01 and errors[-1] < max(errors[0], errors[1]) / 2, message
 
 
 def test_perturbation_degenerate_inputs():
@@ -434,7 +438,10 @@ def batched_perturbation():
 
 
 # A float32 draw on which CG, run past convergence before it stopped at the working precision,
-# diverged under vmap (an error 23 times the step); the other draws are fresh.
+# diverged under vmap (an error 23 times the step) with JAX 0.10 on XLA:CPU; the other draws
+# are fresh. Another JAX version or platform may round this draw differently and not diverge:
+# the regression guard on every platform is
+# test_conjugate_gradient_stops_at_the_working_precision_in_float32.
 DIVERGED_DRAW = 314608080
 
 
@@ -704,7 +711,7 @@ def test_geometric_weights_are_exp_mean_log_w_and_ignore_an_overflowing_ratio():
     a ratio beyond float range (log w = 800) makes its group's arithmetic mean inf while the
     geometric one, from log w as given, stays the exact finite value, and neither an inf nor a
     weight of 0 reaches the other group's means."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     n = int(rng.integers(50, 400))
     log_w = rng.normal(0.0, 0.3, size=n)
     costs = np.where(rng.uniform(size=n) < 0.2, rng.uniform(0.5, 2.0, size=n), 0.0)

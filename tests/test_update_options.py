@@ -44,7 +44,6 @@ from shapo_jax.update.learner import (
     minibatches,
 )
 
-RNG = np.random.default_rng()
 MAX_GRAD_NORM = 40.0
 EPOCHS = 4
 CONFIG = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=16, rollout_length=16,
@@ -394,9 +393,10 @@ def jitted_critic_step(sharpness_aware: bool, separate: bool = False, today=Fals
 @pytest.mark.parametrize("sharpness_aware", [True, False])
 def test_joint_mode_is_todays_critic_step(sharpness_aware):
     seed = fresh_seed()
-    params, state, batch = critic_case(seed, ratio=float(RNG.uniform(1, 10)))
+    rng = np.random.default_rng(seed + 2)
+    params, state, batch = critic_case(seed, ratio=float(rng.uniform(1, 10)))
     state = warm_state(params, state, {"reward": 1.0, "cost": 1.0}, seed)
-    rho, max_norm = jnp.float32(RNG.uniform(0.01, 0.5)), jnp.float32(RNG.uniform(0.5, 2))
+    rho, max_norm = jnp.float32(rng.uniform(0.01, 0.5)), jnp.float32(rng.uniform(0.5, 2))
     expected = jitted_critic_step(sharpness_aware, today=True)(params, state, batch, rho,
                                                                 max_norm)
     got = jitted_critic_step(sharpness_aware)(params, state, batch, rho, max_norm)
@@ -408,7 +408,7 @@ def test_separate_critics_against_hand_reference():
     ratio = 1000.0
     params, state, batch = critic_case(seed, ratio)
     networks = trainer().networks
-    rho = float(RNG.uniform(0.05, 0.2))
+    rho = float(np.random.default_rng(seed + 2).uniform(0.05, 0.2))
     g, eps, sam = reference_gradients(params, batch, rho, separate=True)
     np.testing.assert_allclose(np.linalg.norm(g["reward"]) / np.linalg.norm(g["cost"]), ratio,
                                rtol=1e-3)
@@ -518,7 +518,7 @@ def test_updates_pass_the_critic_settings_through(algo):
 def test_linear_actor_learning_rate_decay_follows_the_closed_form():
     from shapo_jax.training import TrainConfig, make_train
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     lr = float(rng.uniform(1e-4, 1e-3))
     config = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=8, rollout_length=10,
                          num_minibatches=2, update_epochs=1, actor_lr=lr, total_steps=400,
@@ -566,8 +566,9 @@ def test_critic_l2_penalty_against_hand_reference(separate, sharpness_aware):
     """loss + l2 ||w||^2: the gradient gains 2 l2 w (SAM: taken at w + eps, eps from the
     penalised gradient); the reported losses stay the squared errors."""
     seed = fresh_seed()
-    params, _, batch = critic_case(seed, ratio=float(RNG.uniform(1, 10)))
-    l2, rho = float(RNG.uniform(1e-3, 1e-1)), float(RNG.uniform(0.01, 0.3))
+    rng = np.random.default_rng(seed + 2)
+    params, _, batch = critic_case(seed, ratio=float(rng.uniform(1, 10)))
+    l2, rho = float(rng.uniform(1e-3, 1e-1)), float(rng.uniform(0.01, 0.3))
     targets = {"reward": batch.reward_target, "cost": batch.cost_target}
     w = {k: flat(params[k]) for k in targets}
 
@@ -598,7 +599,7 @@ def test_trpo_kl_per_action_dim_is_omnisafes_natural_step():
     trust region A delta and damping A d (what `trpo_settings` gives) is that step."""
     from shapo_jax.sharpness import natural_step
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     n, rank, actions = 12, int(rng.integers(3, 8)), int(rng.integers(2, 9))
     jacobian = rng.standard_normal((rank, n))
     fisher = jacobian.T @ jacobian  # the Fisher of the summed KL, PSD, rank-deficient
@@ -621,7 +622,7 @@ def test_trpo_kl_per_action_dim_is_omnisafes_natural_step():
 def test_trainer_gives_trpo_the_per_action_settings():
     """A TRPO-Lag trainer with trpo_kl_per_action_dim updates exactly as one given the trust
     region and damping multiplied by the action size."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     env = envs.make("TinyHazardNav")
     delta, damping = float(rng.uniform(0.005, 0.05)), float(rng.uniform(0.05, 0.5))
     base = dict(env="TinyHazardNav", algo="trpo_lag", num_envs=8, rollout_length=8,
@@ -645,7 +646,7 @@ def test_new_fields_stay_out_of_config_dicts_at_their_defaults():
     default = TrainConfig(algo="trpo_lag")
     assert not {"critic_l2", "trpo_kl_per_action_dim"} & set(default.to_dict())
     assert TrainConfig.from_dict(default.to_dict()) == default
-    l2 = float(RNG.uniform(1e-4, 1e-2))
+    l2 = float(np.random.default_rng(fresh_seed()).uniform(1e-4, 1e-2))
     changed = dataclasses.replace(default, critic_l2=l2, trpo_kl_per_action_dim=True)
     data = changed.to_dict()
     assert (data["critic_l2"], data["trpo_kl_per_action_dim"]) == (l2, True)
@@ -661,7 +662,7 @@ def test_trainer_gives_the_critics_their_l2_penalty(algo):
     """`critic_l2` reaches the critic step through the trainer: one update of a trainer with
     the penalty moves the critics as the update built with CriticSettings(l2=...) does, and
     not as the unpenalised one."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     l2 = float(rng.uniform(0.05, 0.5))
     env = envs.make("TinyHazardNav")
     config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=8, rollout_length=8,

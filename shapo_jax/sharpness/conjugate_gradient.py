@@ -23,7 +23,8 @@ _PRECISION_FLOOR = 10.0
 
 @struct.dataclass
 class ConjugateGradientInfo:
-    """Diagnostics of one solve: iterations used and the final residual norm ||b - (A+dI) x||."""
+    """Diagnostics of one solve: iterations used and the final norm of the recursively
+    updated residual (||b - (A + dI) x|| in exact arithmetic; below it once rounding sets in)."""
 
     iterations: jax.Array
     residual_norm: jax.Array

@@ -34,7 +34,8 @@ class NaturalStepInfo:
     g_dot_x: g^T x with x = CG(F, g) (the squared natural-gradient norm).
     predicted_kl: 1/2 s^T F s for the returned step s (about delta when the solve is good;
       0 when the step was zeroed). Computed only when asked for (one extra F product).
-    cg_residual: ||g - (F + damping I) x||.
+    cg_residual: CG's recursively updated residual norm, ||g - (F + damping I) x|| in exact
+      arithmetic (`ConjugateGradientInfo.residual_norm`).
     cg_iterations: CG iterations used.
     valid: whether g^T x was a positive finite number (otherwise the step is zero).
     """
