@@ -134,6 +134,14 @@ def dense_gaussian_fisher(actor, params, obs) -> np.ndarray:
     return fisher / obs.shape[0]
 
 
+def dense_natural_direction(fisher: np.ndarray, damping: float, grad: np.ndarray,
+                            delta: float) -> tuple[np.ndarray, float]:
+    """sqrt(2 delta / g^T x) x with x = (F + damping I)^-1 g, and g^T x."""
+    x = np.linalg.solve(fisher + damping * np.eye(len(grad)), grad)
+    g_dot_x = float(grad @ x)
+    return np.sqrt(2 * delta / g_dot_x) * x, g_dot_x
+
+
 def hand_adam(params, state, grad: dict) -> dict:
     """One step of `make_optimizer`'s Adam (optax's defaults: b1 0.9, b2 0.999, eps 1e-8)
     from `state`, written out in float64; `grad[k]`: the (clipped) gradient of the top-level

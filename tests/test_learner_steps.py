@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from helpers import (
     dense_gaussian_fisher,
+    dense_natural_direction,
     flat,
     fresh_seed,
     hand_adam,
@@ -115,14 +116,6 @@ def mean_kl(params_p, params_q, obs) -> float:
     """E_s KL(pi_p(.|s) || pi_q(.|s)) from the textbook formula."""
     return float(numpy_gaussian_kl(*NETWORKS.actor.apply(params_p, obs),
                                    *NETWORKS.actor.apply(params_q, obs)).mean())
-
-
-def dense_natural_direction(fisher: np.ndarray, damping: float, grad: np.ndarray,
-                            delta: float) -> tuple[np.ndarray, float]:
-    """sqrt(2 delta / g^T x) x with x = (F + damping I)^-1 g, and g^T x."""
-    x = np.linalg.solve(fisher + damping * np.eye(len(grad)), grad)
-    g_dot_x = float(grad @ x)
-    return np.sqrt(2 * delta / g_dot_x) * x, g_dot_x
 
 
 class ShapoReference:

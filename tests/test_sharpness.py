@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from helpers import dense_gaussian_fisher, flat, fresh_seed
+from helpers import dense_gaussian_fisher, dense_natural_direction, flat, fresh_seed
 from jax.flatten_util import ravel_pytree
 
 from shapo_jax.policy import GaussianActor, gaussian_entropy, gaussian_kl, gaussian_log_prob
@@ -308,30 +308,36 @@ def test_conjugate_gradient_vmap_members_equal_their_own_solves():
 DAMPING = 1e-3
 
 
+def dense_problem(params, obs, actions, advantages) -> tuple[np.ndarray, np.ndarray]:
+    """The dense Fisher and the surrogate's gradient, in float64 whatever the inputs' dtype."""
+    with jax.enable_x64(True):
+        params, obs, actions, advantages = jax.tree_util.tree_map(
+            lambda leaf: jnp.asarray(leaf, jnp.float64), (params, obs, actions, advantages)
+        )
+        objective, _, _ = policy_problem(params, obs, actions, advantages)
+        return dense_gaussian_fisher(ACTOR, params, obs), flat(jax.grad(objective)(params))
+
+
 def float64_policy(seed: int):
     """A float64 policy problem drawn from `seed`, with its dense Fisher and gradient."""
     with jax.enable_x64(True):
         k_params, k_batch = jax.random.split(jax.random.PRNGKey(seed))
         params = random_actor_params(k_params, jnp.float64)
         obs, actions, advantages = random_batch(k_batch, params, 48, jnp.float64)
-        fisher = dense_gaussian_fisher(ACTOR, params, obs)
-        objective, _, _ = policy_problem(params, obs, actions, advantages)
-        grad = flat(jax.grad(objective)(params))
-    return params, obs, actions, advantages, fisher, grad
+    return params, obs, actions, advantages, *dense_problem(params, obs, actions, advantages)
 
 
 def test_perturbation_matches_closed_form_with_dense_fisher():
     seed = fresh_seed()
     params, obs, actions, advantages, fisher, grad = float64_policy(seed)
     damped = fisher + DAMPING * np.eye(len(grad))
-    natural = np.linalg.solve(damped, grad)
     with jax.enable_x64(True):
         objective, kl, _ = policy_problem(params, obs, actions, advantages)
         for delta in (1e-3, 0.05):
             eps = shapo_perturbation(
                 objective, kl, params, delta, cg_iters=200, damping=DAMPING, cg_tol=1e-13
             )
-            expected = -np.sqrt(2 * delta / (grad @ natural)) * natural
+            expected = -dense_natural_direction(fisher, DAMPING, grad, delta)[0]
             np.testing.assert_allclose(
                 flat(eps), expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max(),
                 err_msg=f"seed {seed}",
@@ -465,17 +471,10 @@ def test_perturbation_under_jit_and_vmap(batched_perturbation, dtype_name, recor
         assert all(leaf.dtype == dtype for leaf in jax.tree_util.tree_leaves(by_hessian))
         looped = [perturb(params, obs, actions, advantages) for params in param_sets]
     for i, params in enumerate(param_sets):
-        with jax.enable_x64(True):
-            params64, obs64, actions64, advantages64 = jax.tree_util.tree_map(
-                lambda leaf: jnp.asarray(leaf, jnp.float64), (params, obs, actions, advantages)
-            )
-            fisher = dense_gaussian_fisher(ACTOR, params64, obs64)
-            objective, _, _ = policy_problem(params64, obs64, actions64, advantages64)
-            grad = flat(jax.grad(objective)(params64))
-        damped = fisher + JIT_DAMPING * np.eye(len(grad))
-        natural = np.linalg.solve(damped, grad)
-        expected = -np.sqrt(2 * JIT_DELTA / (grad @ natural)) * natural
-        tolerance = 16 * np.finfo(dtype_name).eps * np.linalg.cond(damped) * np.abs(expected).max()
+        fisher, grad = dense_problem(params, obs, actions, advantages)
+        expected = -dense_natural_direction(fisher, JIT_DAMPING, grad, JIT_DELTA)[0]
+        cond = np.linalg.cond(fisher + JIT_DAMPING * np.eye(len(grad)))
+        tolerance = 16 * np.finfo(dtype_name).eps * cond * np.abs(expected).max()
         results = {
             "vmapped Hessian form": jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], by_hessian),
             "vmapped Gauss-Newton form": jax.tree_util.tree_map(

@@ -61,9 +61,10 @@ def conjugate_gradient(
     x0 = jax.tree_util.tree_map(jnp.zeros_like, b)
     r0 = b
     rr0 = tree_vdot(r0, r0)
-    # Past about eps ||b|| the true residual no longer falls while the recursively updated one
-    # keeps shrinking, toward float32's underflow, where the inner products lose terms and an
-    # iteration can jump (alpha = r^T r / p^T A p with a p^T A p rounded toward 0) and diverge.
+    # The floor keeps the solve out of float32's underflow: the true residual stalls near
+    # eps ||A|| ||x|| while the recursively updated one keeps shrinking, and near 1e-38 the
+    # inner products lose terms, so alpha = r^T r / p^T A p can jump and x diverge
+    # (docs/algorithms.md §3).
     precision_floor_sq = (_PRECISION_FLOOR * jnp.finfo(rr0.dtype).eps) ** 2 * rr0
     tol_sq = jnp.maximum(jnp.asarray(tol, rr0.dtype) ** 2, precision_floor_sq)
 
