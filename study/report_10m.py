@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The 10M-step SafetyPointGoal1 study's figures, summary.csv and Markdown table (RESULTS.md).
 
-    .venv/bin/python study/report_10m.py [STUDY_DIR] [--out FIGURES_DIR]
+    .venv/bin/python study/report_10m.py [STUDY_DIR] [--out FIGURES_DIR] [--against OTHER_STUDY]
 
 (default study/runs/SafetyPointGoal1-10M into study/figures/SafetyPointGoal1-10M; the parts
 at our batched defaults are the study study/runs/SafetyPointGoal1-10M-defaults)
@@ -15,8 +15,9 @@ leaves out compilation, evaluation and restarts), the figure against_omnisafe (e
 final return and episode cost, mean +- sd over seeds, by OmniSafe's), each SHAPO part's
 difference from its baseline (shapo-plot's against_baseline.csv, Welch intervals), SHAPO's
 diagnostics over training (the KL its perturbation reached, the reweighting, the PPO epochs
-run), and, once study/crosscheck_10m.py has run, the final policies on our port and on the
-original.
+run), once study/crosscheck_10m.py has run, the final policies on our port and on the
+original, and with --against, the parts both studies ran set against each other (the
+defaults study against the preset's: `--against study/runs/SafetyPointGoal1-10M`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shapo_jax.experiments.plots import plot_sweep, save_figure
 from shapo_jax.experiments.stats import (
     DIFFERENCE_KEYS,
     confidence_band,
+    difference_band,
     final_metrics,
     healthy_rows,
 )
@@ -112,30 +114,77 @@ def difference_markdown(path: Path) -> str:
     return "\n".join(lines)
 
 
+def finals_by_part(study: Path) -> dict[str, list[dict]]:
+    """Each part's final metrics per seed (`final_metrics`: the last 10% of its log points,
+    diverged seeds left out), by part name."""
+    parts: dict[str, list[dict]] = {}
+    for record in final_metrics(healthy_rows(read_table(study))):
+        parts.setdefault(record["run_id"].rsplit("/", 2)[-2], []).append(record)
+    return parts
+
+
+def studies_markdown(study: Path, other: Path) -> str:
+    """The parts both studies ran (by name), this study's seeds against the other's: the
+    difference of the final metrics, 95% Welch intervals, where both reached one budget."""
+    mine, theirs = finals_by_part(study), finals_by_part(other)
+    lines = [f"| part | env steps ({study.name} / {other.name}) | final return, "
+             f"{study.name} - {other.name} [95% Welch CI] | final episode cost "
+             "| cumulative training cost |", "|---|---|---|---|---|"]
+    for part in sorted(set(mine) & set(theirs)):
+        budgets = [max(r["env_steps"] for r in group) for group in (mine[part], theirs[part])]
+        steps = " / ".join(f"{b:,}" for b in budgets)
+        if budgets[0] != budgets[1]:
+            lines.append(f"| {part} | {steps} | not compared: the budgets differ | - | - |")
+            continue
+        cells = []
+        for key in DIFFERENCE_KEYS:
+            diff, low, high = difference_band(np.array([r[key] for r in mine[part]]),
+                                              np.array([r[key] for r in theirs[part]]))
+            cells.append(difference_cell({f"{key}_diff": diff, f"{key}_diff_low": low,
+                                          f"{key}_diff_high": high}, key))
+        lines.append(f"| {part} | {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def crosscheck_markdown(path: Path) -> str:
     """Per part: the final policies' mean episode return and cost over seeds on our port and
     on the original, and the paired difference original - port per seed (95% intervals over
-    seeds; study/crosscheck_10m.py's records). An interval of the difference that holds 0 is
-    a port the original does not tell apart at this number of episodes."""
-    by_part: dict[str, list[dict]] = {}
+    seeds; study/crosscheck_10m.py's records, the newest per part, seed and number of
+    episodes), with the update of the checkpoint whose policy ran. An interval of the
+    difference that holds 0 is a port the original does not tell apart at this number of
+    episodes. The interval holds only where each seed ran layouts of its own (distinct
+    `layout_seed`s), so records without them are refused."""
+    newest: dict[tuple[str, int, int], dict] = {}
     for record in read_jsonl(path):
-        by_part.setdefault(record["part"], []).append(record)
-    lines = ["| part | seeds | episodes per seed | return, port | return, original "
-             "| original - port | episode cost, port | episode cost, original "
-             "| original - port |", "|---|---:|---:|---|---|---|---|---|---|"]
+        newest[(record["part"], int(record["episodes"]), int(record["member"]))] = record
+    by_part: dict[tuple[str, int], list[dict]] = {}
+    for (part, episodes, _), record in sorted(newest.items()):
+        by_part.setdefault((part, episodes), []).append(record)
+    for (part, episodes), records in by_part.items():
+        seeds = [r.get("layout_seed") for r in records]
+        if None in seeds or len(set(seeds)) < len(seeds):
+            raise ValueError(
+                f"{path}: the seeds of {part} ({episodes} episodes) ran layout seeds {seeds}; "
+                "each seed needs layouts of its own (a distinct layout_seed) for the interval "
+                "over seeds to hold: run study/crosscheck_10m.py again")
+    lines = ["| part | seeds | policy of update | episodes per seed | return, port "
+             "| return, original | original - port | episode cost, port "
+             "| episode cost, original | original - port |",
+             "|---|---:|---:|---:|---|---|---|---|---|---|"]
 
     def cell(values: list[float]) -> str:
         mean, low, high = (float(v[0]) for v in confidence_band(np.array([values]).T))
         return f"{mean:.2f}" if not math.isfinite(low) else f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
-    for part, records in sorted(by_part.items()):
+    for (part, episodes), records in by_part.items():
         cells = []
         for key in ("episode_return_mean", "episode_cost_mean"):
             port = [float(r["port"][key]) for r in records]
             original = [float(r["original"][key]) for r in records]
             cells += [cell(port), cell(original),
                       cell([o - p for o, p in zip(original, port, strict=True)])]
-        lines.append(f"| {part} | {len(records)} | {records[0]['episodes']} | "
+        updates = "/".join(str(u) for u in sorted({r["checkpoint_step"] for r in records}))
+        lines.append(f"| {part} | {len(records)} | {updates} | {episodes} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -202,10 +251,7 @@ def plot_against_omnisafe(study: Path, out: Path) -> list[Path]:
     seeds (the statistic of OmniSafe's table), next to OmniSafe's PPOLag and TRPOLag."""
     import matplotlib.pyplot as plt
 
-    finals = final_metrics(healthy_rows(read_table(study)))
-    parts: dict[str, list[dict]] = {}
-    for record in finals:
-        parts.setdefault(record["run_id"].rsplit("/", 1)[0], []).append(record)
+    parts = finals_by_part(study)
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
     colors = plt.get_cmap("tab10" if len(parts) <= 10 else "tab20")  # OmniSafe's in black
     for i, (part, records) in enumerate(sorted(parts.items())):
@@ -213,7 +259,7 @@ def plot_against_omnisafe(study: Path, out: Path) -> list[Path]:
         ret = np.array([r["episode_return"] for r in records])
         ddof = 1 if len(records) > 1 else 0
         ax.errorbar(cost.mean(), ret.mean(), xerr=cost.std(ddof=ddof), yerr=ret.std(ddof=ddof),
-                    fmt="o", color=colors(i % colors.N), capsize=3, label=f"{part.split('/')[-1]} "
+                    fmt="o", color=colors(i % colors.N), capsize=3, label=f"{part} "
                     f"({len(records)} seeds, {max(r['env_steps'] for r in records):,} steps)")
     for marker, (name, ret, ret_sd, cost, cost_sd) in zip("sD", OMNISAFE.values(), strict=True):
         ax.errorbar(cost, ret, xerr=cost_sd, yerr=ret_sd, fmt=marker, mfc="none", capsize=3,
@@ -231,6 +277,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="study/runs/SafetyPointGoal1-10M")
     parser.add_argument("--out", help="default: study/figures/<name of STUDY_DIR>")
+    parser.add_argument("--against", metavar="OTHER_STUDY",
+                        help="also set the parts both studies ran against OTHER_STUDY's")
     args = parser.parse_args()
     study = Path(args.study)
     out = Path(args.out or f"study/figures/{study.name}")
@@ -252,6 +300,8 @@ def main() -> None:
         table += "\n\n" + mechanism
     if (out / "crosscheck.jsonl").exists():
         table += "\n\n" + crosscheck_markdown(out / "crosscheck.jsonl")
+    if args.against:
+        table += "\n\n" + studies_markdown(study, Path(args.against))
     atomic_write_text(out / "table.md", table + "\n")
     print(table)
 

@@ -67,6 +67,33 @@ def test_difference_cell_says_which_side_of_zero_the_interval_lies(report) -> No
     assert report.difference_cell(row, "episode_return") == "+1.50 (no interval)"
 
 
+def _crosscheck_record(part: str, member: int, port: np.ndarray, original: np.ndarray,
+                       episodes: int = 32, layout_seed: int | None = None) -> dict:
+    """One study/crosscheck_10m.py record: (return, cost) means on each side; by default the
+    seed's own layouts, as the script runs them."""
+    return {"part": part, "member": member, "episodes": episodes, "checkpoint_step": 490,
+            "layout_seed": member * episodes if layout_seed is None else layout_seed,
+            "port": {"episode_return_mean": float(port[0]), "episode_cost_mean": float(port[1])},
+            "original": {"episode_return_mean": float(original[0]),
+                         "episode_cost_mean": float(original[1])}}
+
+
+def test_crosscheck_table_refuses_seeds_that_shared_their_layouts(report, tmp_path: Path) -> None:
+    """With one set of layouts for every seed the interval over seeds misses that set's luck:
+    records without a layout seed of their own (the first form of the script) are refused."""
+    rng = np.random.default_rng()
+    path = tmp_path / "crosscheck.jsonl"
+    for shared in ({"layout_seed": 0}, {}):
+        with open(path, "w") as handle:
+            for member in range(3):
+                record = _crosscheck_record("ppo_lag", member, rng.normal(size=2),
+                                            rng.normal(size=2))
+                record.pop("layout_seed")
+                handle.write(json.dumps({**record, **shared}) + "\n")
+        with pytest.raises(ValueError, match="layouts of its own"):
+            report.crosscheck_markdown(path)
+
+
 def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
         report, tmp_path: Path) -> None:
     rng = np.random.default_rng()
@@ -78,11 +105,10 @@ def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
             original = port + rng.normal(1, 2, size=(seeds, 2))
             values[part] = (port, original)
             for member in range(seeds):
-                record = {"part": part, "member": member, "episodes": 32,
-                          "port": {"episode_return_mean": port[member, 0],
-                                   "episode_cost_mean": port[member, 1]},
-                          "original": {"episode_return_mean": original[member, 0],
-                                       "episode_cost_mean": original[member, 1]}}
+                # an earlier record of the same seed, superseded by the one after it
+                stale = _crosscheck_record(part, member, rng.normal(size=2), rng.normal(size=2))
+                handle.write(json.dumps(stale) + "\n")
+                record = _crosscheck_record(part, member, port[member], original[member])
                 handle.write(json.dumps(record) + "\n")
     lines = report.crosscheck_markdown(tmp_path / "crosscheck.jsonl").splitlines()
     assert len(lines) == 2 + len(parts)
@@ -90,8 +116,8 @@ def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
         cells = [c.strip() for c in line.strip("|").split("|")]
         part = cells[0]
         port, original = values[part]
-        assert int(cells[1]) == len(port) and int(cells[2]) == 32
-        for column, metric in ((3, 0), (6, 1)):  # return, then episode cost: port, original, diff
+        assert int(cells[1]) == len(port) and cells[2] == "490" and int(cells[3]) == 32
+        for column, metric in ((4, 0), (7, 1)):  # return, then episode cost: port, original, diff
             for offset, sample in enumerate((port[:, metric], original[:, metric],
                                              original[:, metric] - port[:, metric])):
                 assert _numbers(cells[column + offset]) == pytest.approx(
@@ -202,3 +228,31 @@ def test_gradient_noise_summary_rows_and_intervals(noise, tmp_path: Path) -> Non
         numbers = [float(x) for x in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?", cell)]
         values = np.array(expected)[:, column]
         assert numbers == pytest.approx(_t_interval(values), rel=2e-3, abs=1e-6), column
+
+
+def test_studies_table_has_welch_intervals_where_the_budgets_match(
+        report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parts both studies ran: this study's seeds minus the other's, against scipy's Welch
+    interval, where both parts reached one budget; a part of one study only is left out."""
+    rng = np.random.default_rng()
+    keys = report.DIFFERENCE_KEYS
+
+    def part(seeds: int, steps: int) -> list[dict]:
+        return [{"env_steps": steps, **{k: float(rng.normal(10, 5)) for k in keys}}
+                for _ in range(seeds)]
+
+    finals = {"mine": {"ppo_lag": part(int(rng.integers(2, 6)), 10_035_200),
+                       "shapo_ppo_lag-d0.005": part(4, 1_024_000), "trpo_lag": part(3, 1)},
+              "theirs": {"ppo_lag": part(int(rng.integers(2, 6)), 10_035_200),
+                         "shapo_ppo_lag-d0.005": part(4, 10_035_200)}}
+    monkeypatch.setattr(report, "finals_by_part", lambda study: finals[study.name])
+    lines = report.studies_markdown(tmp_path / "mine", tmp_path / "theirs").splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["ppo_lag",
+                                                                  "shapo_ppo_lag-d0.005"]
+    assert "not compared: the budgets differ" in lines[3]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    for key, cell in zip(keys, cells[2:], strict=True):
+        a, b = (np.array([r[key] for r in finals[s]["ppo_lag"]]) for s in ("mine", "theirs"))
+        welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+        assert _numbers(cell) == pytest.approx([a.mean() - b.mean(), welch.low, welch.high],
+                                               abs=0.006), key
