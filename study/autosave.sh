@@ -14,7 +14,7 @@ while sleep "$every" && kill -0 "$watched" 2> /dev/null; do
   if [ -n "$(git diff --cached --name-only | grep -v '^study/runs/')" ]; then
     echo "$(date -u +%FT%TZ) autosave: other staged changes, not committing" >&2
   elif bash study/stage_progress.sh > /dev/null && ! git diff --cached --quiet; then
-    newest=$(tail -q -n 1 study/runs/*/wall_times.log | tail -1)
+    newest=$(tail -q -n 1 study/runs/*/wall_times.log | sort | tail -1)  # ISO times sort
     git commit -q -m "Study: progress so far (autosave; last event: ${newest})" \
       || echo "$(date -u +%FT%TZ) autosave: commit failed, trying again later" >&2
   fi
