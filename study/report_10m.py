@@ -89,9 +89,14 @@ def markdown(summary: list[dict[str, str]], hours: dict[tuple[str, float | None]
 
 
 def difference_cell(row: dict[str, str], key: str) -> str:
-    """'+1.20 [-0.40, 2.80] (not resolved)': SHAPO - baseline, its interval and what the
-    interval says (higher or lower than the baseline's at 95%, or not resolved)."""
-    diff, low, high = (float(row[f"{key}_diff{end}"]) for end in ("", "_low", "_high"))
+    """`band_cell` of the difference in `key` of an against_baseline.csv row (SHAPO -
+    baseline)."""
+    return band_cell(*(float(row[f"{key}_diff{end}"]) for end in ("", "_low", "_high")))
+
+
+def band_cell(diff: float, low: float, high: float) -> str:
+    """'+1.20 [-0.40, 2.80] (not resolved)': a difference, its interval and what the interval
+    says (higher or lower at 95%, or not resolved)."""
     if not math.isfinite(low):
         return f"{diff:+.2f} (no interval)"
     verdict = "higher" if low > 0 else "lower" if high < 0 else "not resolved"
@@ -138,10 +143,8 @@ def studies_markdown(study: Path, other: Path) -> str:
             continue
         cells = []
         for key in DIFFERENCE_KEYS:
-            diff, low, high = difference_band(np.array([r[key] for r in mine[part]]),
-                                              np.array([r[key] for r in theirs[part]]))
-            cells.append(difference_cell({f"{key}_diff": diff, f"{key}_diff_low": low,
-                                          f"{key}_diff_high": high}, key))
+            cells.append(band_cell(*difference_band(np.array([r[key] for r in mine[part]]),
+                                                    np.array([r[key] for r in theirs[part]]))))
         lines.append(f"| {part} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -173,18 +176,18 @@ def crosscheck_markdown(path: Path) -> str:
         return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
     for (part, episodes), records in by_part.items():
-        seeds = [r.get("layout_seed") for r in records]
-        own_layouts = None not in seeds and len(set(seeds)) == len(seeds)
+        layout_seeds = [r.get("layout_seed") for r in records]
+        own_layouts = None not in layout_seeds and len(set(layout_seeds)) == len(layout_seeds)
         if not own_layouts:
-            part += " (one set of layouts for all seeds: no intervals)"
+            part += " (seeds shared layouts: no intervals)"
         cells = []
         for key in ("episode_return_mean", "episode_cost_mean"):
             port = [float(r["port"][key]) for r in records]
             original = [float(r["original"][key]) for r in records]
             cells += [cell(port, own_layouts), cell(original, own_layouts),
                       cell([o - p for o, p in zip(original, port, strict=True)], own_layouts)]
-        updates = "/".join(str(u) for u in sorted({r.get("checkpoint_step", "final")
-                                                   for r in records}))
+        # records of the script's first form name no update: they ran the final checkpoint
+        updates = "/".join(sorted({str(r.get("checkpoint_step", "final")) for r in records}))
         lines.append(f"| {part} | {len(records)} | {updates} | {episodes} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -68,11 +68,11 @@ def test_difference_cell_says_which_side_of_zero_the_interval_lies(report) -> No
 
 
 def _crosscheck_record(part: str, member: int, port: np.ndarray, original: np.ndarray,
-                       episodes: int = 32, layout_seed: int | None = None) -> dict:
-    """One study/crosscheck_10m.py record: (return, cost) means on each side; by default the
-    seed's own layouts, as the script runs them."""
+                       episodes: int = 32) -> dict:
+    """One study/crosscheck_10m.py record: (return, cost) means on each side, on the seed's
+    own layouts, as the script runs them."""
     return {"part": part, "member": member, "episodes": episodes, "checkpoint_step": 490,
-            "layout_seed": member * episodes if layout_seed is None else layout_seed,
+            "layout_seed": member * episodes,
             "port": {"episode_return_mean": float(port[0]), "episode_cost_mean": float(port[1])},
             "original": {"episode_return_mean": float(original[0]),
                          "episode_cost_mean": float(original[1])}}
@@ -85,16 +85,24 @@ def test_crosscheck_table_gives_no_interval_where_the_seeds_shared_their_layouts
     the means alone, and says why."""
     rng = np.random.default_rng()
     path = tmp_path / "crosscheck.jsonl"
-    for shared in ({"layout_seed": 0}, {}):
+    # one shared layout seed; the script's first form (no layout seed, no checkpoint named);
+    # a partial rerun in which only the first seed's record is of the first form
+    first_form = {"layout_seed": None, "checkpoint_step": None}
+    for old, updates in (({0: {"layout_seed": 0}, 1: {"layout_seed": 0}, 2: {"layout_seed": 0}},
+                          "490"),
+                         ({0: first_form, 1: first_form, 2: first_form}, "final"),
+                         ({0: first_form}, "490/final")):
         port, original = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
         with open(path, "w") as handle:
             for member in range(3):
                 record = _crosscheck_record("ppo_lag", member, port[member], original[member])
-                record.pop("layout_seed")
-                handle.write(json.dumps({**record, **shared}) + "\n")
+                record.update(old.get(member, {}))
+                handle.write(json.dumps({k: v for k, v in record.items() if v is not None})
+                             + "\n")
         (line,) = report.crosscheck_markdown(path).splitlines()[2:]
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == "ppo_lag (one set of layouts for all seeds: no intervals)"
+        assert cells[0] == "ppo_lag (seeds shared layouts: no intervals)"
+        assert cells[2] == updates
         expected = [port[:, 0].mean(), original[:, 0].mean(), (original - port)[:, 0].mean(),
                     port[:, 1].mean(), original[:, 1].mean(), (original - port)[:, 1].mean()]
         assert [_numbers(c) for c in cells[4:]] == [pytest.approx([e], abs=0.006)
