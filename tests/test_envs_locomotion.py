@@ -14,6 +14,7 @@ import mujoco
 import numpy as np
 import pytest
 from brax.base import Transform
+from helpers import fresh_seed
 
 import envs
 from envs import locomotion
@@ -81,7 +82,7 @@ def _forward_speeds(start, traj, dt) -> np.ndarray:
 
 def test_velocity_cost_is_forward_speed_above_threshold(cheetah):
     env, _ = cheetah
-    start, traj = _run_cheetah(cheetah, seed=0)
+    start, traj = _run_cheetah(cheetah, fresh_seed())
     speeds = _forward_speeds(start, traj, float(env.dt))
     cost = np.asarray(traj.info["cost"])
     assert cost.shape == (6, CHEETAH_STEPS)
@@ -92,7 +93,7 @@ def test_velocity_cost_is_forward_speed_above_threshold(cheetah):
 
 def test_velocity_threshold_override_changes_the_cost(cheetah):
     env, _ = cheetah
-    start, traj = _run_cheetah(cheetah, seed=1)
+    start, traj = _run_cheetah(cheetah, fresh_seed())
     speeds = _forward_speeds(start, traj, float(env.dt))
     threshold = float(np.median(speeds))
     other = envs.make("SafetyHalfCheetahVelocity", velocity_threshold=threshold)
@@ -108,7 +109,7 @@ def test_velocity_threshold_override_changes_the_cost(cheetah):
 
 
 def test_time_limit_truncates_at_episode_length(cheetah):
-    start, traj = _run_cheetah(cheetah, seed=2)
+    start, traj = _run_cheetah(cheetah, fresh_seed())
     # Up to and including the limit (later steps of an episode that was not reset are moot).
     truncation = np.asarray(traj.info["truncation"])[:, :CHEETAH_EPISODE]
     done = np.asarray(traj.done)[:, :CHEETAH_EPISODE]
@@ -120,9 +121,10 @@ def test_time_limit_truncates_at_episode_length(cheetah):
 
 
 def test_rollouts_are_deterministic_per_key(cheetah):
-    a_start, a = _run_cheetah(cheetah, seed=3)
-    b_start, b = _run_cheetah(cheetah, seed=3)
-    c_start, c = _run_cheetah(cheetah, seed=4)
+    seed = fresh_seed()
+    a_start, a = _run_cheetah(cheetah, seed)
+    b_start, b = _run_cheetah(cheetah, seed)
+    c_start, c = _run_cheetah(cheetah, seed + 1)
     for x, y in [(a.obs, b.obs), (a.reward, b.reward), (a.info["cost"], b.info["cost"]),
                  (a_start.obs, b_start.obs)]:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -145,8 +147,9 @@ def test_fall_cost_fires_on_the_step_leaving_the_healthy_range(walker):
     batch = 5
     angle0 = jnp.array([0.0, 0.9, -0.9, 0.95, 0.5])
     rate0 = jnp.array([0.0, 6.0, -6.0, -4.0, 20.0])
-    keys = jax.random.split(jax.random.PRNGKey(5), batch)
-    acts = 0.1 * _actions(jax.random.PRNGKey(6), batch, WALKER_EPISODE, env.action_size)
+    reset_key, action_key = jax.random.split(jax.random.PRNGKey(fresh_seed()))
+    keys = jax.random.split(reset_key, batch)
+    acts = 0.1 * _actions(action_key, batch, WALKER_EPISODE, env.action_size)
     start, traj = rollout(keys, angle0, rate0, acts)
     z = np.asarray(traj.pipeline_state.x.pos[:, :, 0, 2])
     angle = np.asarray(traj.pipeline_state.q[:, :, 2])
@@ -176,7 +179,7 @@ def _ant_state(xy: np.ndarray, z: float = 0.5):
 
 def test_ant_velocity_cost_uses_planar_torso_speed():
     env = envs.make("SafetyAntVelocity")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(fresh_seed())
     dt, limit = float(env.dt), locomotion.VELOCITY_THRESHOLDS["Ant"]
     for _ in range(20):
         before = rng.normal(size=2)
@@ -189,7 +192,7 @@ def test_ant_velocity_cost_uses_planar_torso_speed():
 def test_ant_fall_cost_uses_inclusive_height_range():
     env = envs.make("SafetyAntFall")
     heights = [0.1, 0.19, 0.2, 0.5, 1.0, 1.01, 1.3]
-    heights += list(np.random.default_rng(1).uniform(0, 1.2, 8))
+    heights += list(np.random.default_rng(fresh_seed()).uniform(0, 1.2, 8))
     for z in heights:
         got = env.env.cost_fn(None, _ant_state(np.zeros(2), z=np.float32(z)), None)
         z32 = np.float32(z)
@@ -208,7 +211,7 @@ def test_humanoid_centre_of_mass_matches_mujoco():
     sys = env.unwrapped.sys
     model = sys.mj_model
     data = mujoco.MjData(model)
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(fresh_seed())
     dt, limit = float(env.dt), locomotion.VELOCITY_THRESHOLDS["Humanoid"]
 
     def state_at(qpos):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import fresh_seed
 
 import envs
 from envs import render
@@ -24,7 +25,7 @@ def _is(rgb_pixel, colour) -> bool:
 
 
 def test_topdown_draws_hazard_goal_and_robot_where_they_are():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     extent, size = (-3.0, 2.0, -1.0, 3.0), (200, 160)
     hazard, goal, robot = np.array([-1.5, 2.0]), np.array([1.0, 0.0]), np.array([0.5, 2.2])
     hazard = hazard + rng.uniform(-0.2, 0.2, 2)
@@ -45,7 +46,7 @@ def test_topdown_draws_hazard_goal_and_robot_where_they_are():
 
 def test_tiny_hazard_nav_rollout_frames_and_files(tmp_path):
     env = envs.make("TinyHazardNav")
-    state = env.reset(jax.random.PRNGKey(0))
+    state = env.reset(jax.random.PRNGKey(fresh_seed()))
     states = [state]
     for _ in range(4):
         state = env.step(state, jnp.array([1.0, 0.0]))
@@ -79,7 +80,7 @@ def test_navigation_rollout_is_drawn_from_above():
     """The navigation tasks' goal and hazards are positions, not bodies: `render_rollout` draws
     them, and the robot, from above where the state says they are."""
     env = envs.make("SafetyPointGoal1")
-    state = jax.jit(env.reset)(jax.random.PRNGKey(int(np.random.default_rng().integers(1000))))
+    state = jax.jit(env.reset)(jax.random.PRNGKey(fresh_seed()))
     frames = render.render_rollout(env, [state, state], size=(200, 200))
     assert frames.shape == (2, 200, 200, 3)
     extent, size = (-2.0, 2.0, -2.0, 2.0), (200, 200)  # extents [-1.5, 1.5]^2 and a margin

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import State
+from helpers import fresh_seed
 
 import envs
 from envs.tiny import TinyHazardNav, TinyNavState
@@ -27,7 +28,7 @@ def numpy_step(position, goal, hazard, action):
 
 
 def test_step_is_the_closed_form_on_fresh_states_and_at_both_edges():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     n = 256
     env = TinyHazardNav(hazard_radius=HAZARD_RADIUS, goal_radius=GOAL_RADIUS,
                         goal_bonus=GOAL_BONUS, step_size=STEP_SIZE)
@@ -57,14 +58,15 @@ def test_step_is_the_closed_form_on_fresh_states_and_at_both_edges():
 
 def test_reset_spawns_within_the_noise_box_and_the_time_limit_truncates_at_50():
     env = envs.make("TinyHazardNav")
-    keys = jax.random.split(jax.random.PRNGKey(int(np.random.default_rng().integers(2**31))),
-                            512)
+    keys = jax.random.split(jax.random.PRNGKey(fresh_seed()), 512)
     state = jax.jit(jax.vmap(env.reset))(keys)
     s = state.pipeline_state
     for name, centre in (("position", [-1.5, 0.0]), ("goal", [1.5, 0.0]),
                          ("hazard", [0.0, 0.0])):
         offset = np.asarray(getattr(s, name)) - centre
-        assert np.abs(offset).max() <= 0.2 and np.abs(offset).max() > 0.18, name
+        # (+1e-6: centre + noise is rounded to float32; fresh seed 1947797962 put a goal
+        # 0.20000005 from its centre, one float32 step near 1.7 beyond the box.)
+        assert np.abs(offset).max() <= 0.2 + 1e-6 and np.abs(offset).max() > 0.18, name
         assert abs(offset.mean()) < 0.03, name  # uniform around the centre
     np.testing.assert_allclose(np.asarray(state.obs[:, 2:4]), np.asarray(s.goal - s.position))
     step = jax.jit(jax.vmap(env.step))

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.base import Env, State
+from helpers import fresh_seed
 
 import envs
 from shapo_jax.rollout import (
@@ -27,7 +28,7 @@ from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
 
 
 def fresh_rng() -> np.random.Generator:
-    return np.random.default_rng()
+    return np.random.default_rng(fresh_seed())
 
 
 # ----- the tracker against a NumPy loop ------------------------------------------------------
@@ -103,7 +104,7 @@ SMALL = dict(env="TinyHazardNav", num_envs=64, rollout_length=20, num_minibatche
 def tiny_run(random_start: bool, updates: int = 8):
     config = TrainConfig(**SMALL, random_episode_start=random_start)
     trainer = make_train(config, envs.make("TinyHazardNav"))
-    state = jax.jit(trainer.init)(jax.random.PRNGKey(int(fresh_rng().integers(1 << 30))))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(fresh_seed()))
     final, metrics = jax.jit(lambda s: trainer.run(s, updates))(state)
     return state, final, {k: np.asarray(v) for k, v in metrics.items()}
 
@@ -135,13 +136,14 @@ def test_desynchronised_episode_statistics_are_full_episodes():
 def test_each_finished_env_gets_a_fresh_state_even_twice_in_one_rollout():
     env = envs.make("TinyHazardNav", episode_length=4)
     num_envs, steps = 8, 12
-    state = reset_batch(env, jax.random.PRNGKey(int(fresh_rng().integers(1 << 30))), num_envs)
+    reset_key, rollout_key = jax.random.split(jax.random.PRNGKey(fresh_seed()))
+    state = reset_batch(env, reset_key, num_envs)
 
     def policy(obs, key):
         return jnp.zeros((obs.shape[0], 2)), jnp.zeros(obs.shape[0])
 
     _, tracker, traj = jax.jit(lambda s, t, k: rollout(env, policy, s, t, k, steps))(
-        state, init_tracker(num_envs), jax.random.PRNGKey(3))
+        state, init_tracker(num_envs), rollout_key)
     done = np.asarray(traj.done)
     obs = np.asarray(traj.obs)
     assert done.sum(axis=0).min() >= 2  # every env finished at least twice
@@ -193,7 +195,7 @@ def test_the_multiplier_sees_the_cost_per_episode_on_a_terminating_task(estimato
                          num_minibatches=1, update_epochs=1, algo="ppo_lag", cost_limit=0.5,
                          cost_estimator=estimator, episode_min_count=16)
     trainer = make_train(config, env)
-    state = trainer.init(jax.random.PRNGKey(int(fresh_rng().integers(1 << 30))))
+    state = trainer.init(jax.random.PRNGKey(fresh_seed()))
     _, metrics = jax.jit(lambda s: trainer.run(s, 12))(state)
     estimate = np.asarray(metrics["episode_cost_estimate"])[4:]
     # P(fall within 100 steps) = 1 - 0.95^100 = 0.994: an episode's cost is <= 1, about 0.99.
@@ -209,7 +211,7 @@ def test_the_multiplier_sees_the_cost_per_episode_on_a_terminating_task(estimato
 def test_a_diverged_member_is_flagged_frozen_and_leaves_the_others_bit_for_bit():
     config = TrainConfig(**SMALL, algo="shapo_ppo_lag")
     trainer = make_train(config, envs.make("TinyHazardNav"), vmap_axis_name="members")
-    seed = int(fresh_rng().integers(1 << 30))
+    seed = fresh_seed()
     healthy = config.hyperparameters()
     broken = healthy.replace(actor_lr=jnp.float32(1e4))
     init = jax.jit(jax.vmap(trainer.init))
@@ -238,7 +240,7 @@ def test_a_diverged_member_is_flagged_frozen_and_leaves_the_others_bit_for_bit()
     broken_state = jax.tree_util.tree_map(lambda x: x[1], mixed)
     for leaf in jax.tree_util.tree_leaves(broken_state.learner):
         assert np.all(np.isfinite(np.asarray(leaf)))
-    result = trainer.evaluate(broken_state, jax.random.PRNGKey(0))
+    result = trainer.evaluate(broken_state, jax.random.fold_in(jax.random.PRNGKey(seed), 1))
     assert np.isnan(float(result.episode_return)) and np.isnan(float(result.episode_cost))
 
 

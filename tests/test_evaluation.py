@@ -17,7 +17,7 @@ import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import cli_error, refusing_compilation
+from helpers import cli_error, fresh_seed, refusing_compilation
 
 import envs
 from shapo_jax.policy import load_policy
@@ -106,7 +106,7 @@ def test_exported_policy_acts_as_the_trained_jax_policy(run_dir, tmp_path, capsy
     assert float(member.obs_stats.count) == 4 * 16 * 50
 
     # Fresh observations, some far enough out for the normalisation's clip at 10 std.
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     obs = (np.asarray(member.obs_stats.mean)
            + rng.normal(size=(256, 6)) * rng.choice([0.5, 3.0, 30.0], size=(256, 1))
            ).astype(np.float32)
@@ -155,13 +155,14 @@ def test_every_activation_and_no_normalisation_export_exactly(activation, normal
                          hidden_sizes=(16, 8))
     env = config.make_env()
     trainer = make_train(config, env)
-    state = trainer.init(jax.random.PRNGKey(3))
+    seed = fresh_seed()
+    init_key, perturb_key, stats_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    state = trainer.init(init_key)
     leaves, treedef = jax.tree_util.tree_flatten(state.learner.actor_params)
-    keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
+    keys = jax.random.split(perturb_key, len(leaves))
     params = jax.tree_util.tree_unflatten(treedef, [
         x + jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)])
-    stats = update_statistics(state.obs_stats, 3.0 * jax.random.normal(jax.random.PRNGKey(5),
-                                                                        (64, 6)))
+    stats = update_statistics(state.obs_stats, 3.0 * jax.random.normal(stats_key, (64, 6)))
     state = state.replace(learner=state.learner.replace(actor_params=params), obs_stats=stats)
     selection = RunSelection(directory=tmp_path, config=config, step=7, steps=(7,), member=0,
                              seed=0)
@@ -170,7 +171,7 @@ def test_every_activation_and_no_normalisation_export_exactly(activation, normal
     policy = load_policy(write_policy(tmp_path / "p.npz", policy_fields(restored)))
     assert policy.activation == activation and policy.num_layers == 3
     assert policy.normalize_observations == normalize_obs
-    obs = np.random.default_rng().normal(size=(128, 6)).astype(np.float32) * 4
+    obs = np.random.default_rng(seed).normal(size=(128, 6)).astype(np.float32) * 4
     mean, _ = trainer.policy(state, deterministic=True)(jnp.asarray(obs), jax.random.PRNGKey(0))
     mean = np.asarray(mean)
     # Float32 sums in another order: the error scales with the largest terms (means of -100).
@@ -202,7 +203,7 @@ LOADER_WITHOUT_JAX = textwrap.dedent(
 def test_the_loader_runs_by_path_without_jax(run_dir, tmp_path):
     out = tmp_path / "policy.npz"
     assert export_main([str(run_dir), "--out", str(out)]) == 0
-    obs = np.random.default_rng().normal(size=(5, 6)).astype(np.float32)
+    obs = np.random.default_rng(fresh_seed()).normal(size=(5, 6)).astype(np.float32)
     loader = ROOT / "shapo_jax" / "policy" / "exported.py"
     proc = subprocess.run([sys.executable, "-I", "-c", LOADER_WITHOUT_JAX, str(loader),
                            str(out), json.dumps(obs.tolist())],
@@ -252,7 +253,7 @@ def test_shapo_eval_reports_the_episodes_of_a_numpy_loop(run_dir, tmp_path, caps
                                                          stochastic):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    episodes, seed = 6, int(np.random.default_rng().integers(1000))
+    episodes, seed = 6, fresh_seed()
     argv = [str(run), "--member", "1", "--episodes", str(episodes), "--seed", str(seed),
             "--json"] + (["--stochastic"] if stochastic else [])
     assert eval_main(argv) == 0
@@ -283,7 +284,7 @@ def test_the_trainers_periodic_evaluation_is_the_numpy_loops_mean(run_dir, tmp_p
     member: the mean of the NumPy loop's deterministic episodes from the same reset keys."""
     config, state = restored_state(run_dir)
     member, episodes = 1, 5
-    seed = int(np.random.default_rng().integers(1000))
+    seed = fresh_seed()
     trainer = make_train(config, config.make_env())  # the run's env options
     member_state = jax.tree_util.tree_map(lambda x: x[member], state)
     reset_key, _ = jax.random.split(jax.random.PRNGKey(seed))  # the loop's reset key
@@ -422,13 +423,14 @@ def test_an_action_outside_the_box_acts_as_its_clip(name):
     env = envs.make(name)
     low, high = envs.action_bounds(env)
     assert low.shape == high.shape == (env.action_size,) and np.all(low < high)
-    rng = np.random.default_rng()
+    seed = fresh_seed()
+    rng = np.random.default_rng(seed)
     outside = rng.uniform(1.5, 4.0, env.action_size) * rng.choice([-1.0, 1.0], env.action_size)
     # (A tenth of the clip, not 0.9 of it: the Point's actuators saturate their force limits
     # well inside the box, so 0.9 and 1 can push alike.)
     clipped = np.clip(outside, low, high)
     actions = jnp.asarray(np.stack([outside, clipped, 0.1 * clipped]), jnp.float32)
-    state = env.reset(jax.random.PRNGKey(0))
+    state = env.reset(jax.random.PRNGKey(seed))
     steps = jax.jit(jax.vmap(env.step, in_axes=(None, 0)))(state, actions)
     for path, leaf in jax.tree_util.tree_leaves_with_path(steps):  # the whole next state
         leaf = np.asarray(leaf)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import fresh_seed
 
 import envs
 from shapo_jax.rollout import init_tracker, reset_batch, rollout, vmap_in_pieces
@@ -31,7 +32,7 @@ def _nonlinear(x, tree):
 
 
 def test_pieces_give_the_numbers_of_one_vmapped_call_bit_for_bit() -> None:
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     batch = int(rng.choice([12, 24, 36]))
     x = jnp.asarray(rng.normal(size=(batch, 5)), jnp.float32)
     tree = {"w": jnp.asarray(rng.normal(size=(batch, 5, 7)), jnp.float32),
@@ -60,7 +61,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused() -> None:
 
 def test_rollout_in_pieces_follows_the_same_trajectories() -> None:
     env = envs.make("TinyHazardNav")
-    num_envs, key = 16, jax.random.PRNGKey(int(np.random.default_rng().integers(2**31)))
+    num_envs, key = 16, jax.random.PRNGKey(fresh_seed())
 
     def random_policy(obs, k):
         return jax.random.uniform(k, (obs.shape[0], env.action_size), minval=-1, maxval=1), \

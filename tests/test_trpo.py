@@ -86,9 +86,10 @@ def test_accepted_step_stays_inside_trust_region(big_step_update):
     config, trainer, update = big_step_update
     actor = trainer.networks.actor
     fractions, backtracked = [], 0
-    for seed in range(4):
-        learner, batch = random_learner_and_batch(trainer, config, jax.random.PRNGKey(100 + seed))
-        new_learner, metrics = update(learner, batch, jax.random.PRNGKey(seed))
+    for _ in range(4):
+        problem_key, update_key = jax.random.split(jax.random.PRNGKey(fresh_seed()))
+        learner, batch = random_learner_and_batch(trainer, config, problem_key)
+        new_learner, metrics = update(learner, batch, update_key)
         old_mean, old_log_std = actor.apply(learner.actor_params, batch.obs)
         new_mean, new_log_std = actor.apply(new_learner.actor_params, batch.obs)
         true_kl = numpy_gaussian_kl(old_mean, old_log_std, new_mean, new_log_std).mean()
@@ -169,22 +170,37 @@ def test_vmapped_line_search_matches_sequential_loop():
 
 
 def test_shapo_trpo_with_zero_delta_is_trpo():
+    """At radius 0 epsilon is exactly zero and g_tilde is g. From the same state, update by
+    update, everything but the actor is bit for bit TRPO-Lag's, the actor to float32 rounding:
+    with SHAPO's solve on the same Fisher in its program, XLA compiles the natural step's CG
+    differently (on 3 of 17 fresh draws the two runs' actors parted by 1 ulp, up to 1.5e-8,
+    at the third update; an optimisation barrier around the natural step does not stop it)."""
     env = envs.make("TinyHazardNav")
-    finals = {}
+    updates = {}
     for algo in ("trpo_lag", "shapo_trpo_lag"):
         config = TrainConfig(**TINY, algo=algo, delta_down=0.0, rho_critic=0.0, critic_epochs=2,
                              num_minibatches=4, cost_limit=2.0)
         trainer = make_train(config, env)
-        state = trainer.init(jax.random.PRNGKey(3))
-        finals[algo] = jax.jit(trainer.run, static_argnums=1)(state, 3)
-    (plain, plain_metrics), (shapo, shapo_metrics) = finals["trpo_lag"], finals["shapo_trpo_lag"]
-    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_kl"]), 0.0)
-    np.testing.assert_array_equal(np.asarray(shapo_metrics["shapo_predicted_kl"]), 0.0)
-    assert np.all(np.asarray(plain_metrics["trpo_step_fraction"]) > 0)
-    # Bit for bit: epsilon is exactly zero, so every parameter is identical.
-    plain_leaves, shapo_leaves = (jax.tree_util.tree_leaves(s.learner) for s in (plain, shapo))
-    for a, b in zip(plain_leaves, shapo_leaves, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        updates[algo] = jax.jit(trainer.update)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(fresh_seed()))
+    for _ in range(3):
+        plain, plain_metrics = updates["trpo_lag"](state)
+        shapo, shapo_metrics = updates["shapo_trpo_lag"](state)
+        assert float(shapo_metrics["shapo_kl"]) == 0.0
+        assert float(shapo_metrics["shapo_predicted_kl"]) == 0.0
+        assert float(plain_metrics["trpo_step_fraction"]) > 0
+        moved = 0.0
+        for (path, a), b, before in zip(jax.tree_util.tree_leaves_with_path(plain),
+                                        jax.tree_util.tree_leaves(shapo),
+                                        jax.tree_util.tree_leaves(state), strict=True):
+            a, b = np.asarray(a), np.asarray(b)
+            if "actor_params" in jax.tree_util.keystr(path):
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+                moved = max(moved, float(np.abs(a - np.asarray(before)).max()))
+            else:
+                np.testing.assert_array_equal(b, a)
+        assert moved > 1e-4  # the actor took a step (so the bound above is not vacuous)
+        state = plain
 
 
 # ----- it learns the tiny safe task ---------------------------------------------------
@@ -197,6 +213,8 @@ def test_trpo_lag_learns_tiny_task_within_cost_limit(algo):
     # Lockstep, as in test_training's learning test: whole episodes in every rollout.
     config = TrainConfig(**TINY, algo=algo, cost_limit=2.0, seed=0, random_episode_start=False)
     trainer = make_train(config, env)
+    # Fixed keys still: on fresh keys the last training cost stayed above the limit on 3 of 8
+    # draws (2.2 to 5.6), so this one-seed check is not yet a property of fresh draws.
     state = trainer.init(jax.random.PRNGKey(0))
     _, metrics = jax.jit(trainer.run, static_argnums=1)(state, 100)  # 320k steps
     last = {k: float(np.mean(np.asarray(v)[-5:])) for k, v in metrics.items()}

@@ -5,8 +5,9 @@ For a policy objective L to be maximised at theta (a PPO minibatch or the TRPO b
 g = grad L(theta); epsilon = -sqrt(2 delta / g^T x) x with x = CG(F, g), F the Gauss-Newton
 Fisher on a subsample of the states; g_tilde = grad L(theta + epsilon), ratios still over
 pi_old. The optimiser (PPO) or the natural step (TRPO) then uses g_tilde at theta. With
-radius 0 the plain gradient itself is returned, so SHAPO at delta_down = 0 is the plain
-learner bit for bit.
+radius 0 the plain gradient itself is returned, bit for bit, so SHAPO-PPO at delta_down = 0
+is the plain learner bit for bit (SHAPO-TRPO to the last bit of its natural step's CG, which
+XLA compiles next to SHAPO's solve).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@
 The Fisher products use the Gauss-Newton form on the subsample of `shapo_step.fisher_subsample`
 (docs/algorithms.md §5), shared by SHAPO's perturbation and the natural step. The actor's
 optimiser state is not used by TRPO and is returned unchanged. With radius 0 epsilon is
-exactly zero, so SHAPO-TRPO-Lag is TRPO-Lag.
+exactly zero and g_tilde is g bit for bit, so SHAPO-TRPO-Lag is TRPO-Lag; the natural step's
+CG may round differently in the last bit, as XLA compiles it next to SHAPO's own solve.
 """
 
 from __future__ import annotations
