@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import fresh_seed
 
 from shapo_jax.experiments import SweepSpec, expand_grid, read_table
 from shapo_jax.experiments.cli import build_sweep_parser, sweep_main
@@ -27,7 +28,7 @@ SMALL = ["--set", "rollout_length=50", "--set", "num_minibatches=2", "--set", "u
 
 
 def test_train_and_sweep_give_identical_metrics_for_every_seed_and_log_point(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(fresh_seed())
     base = int(rng.integers(0, 1000))  # fresh seeds: a rule that ignores them cannot pass
     setting = ["--num-envs", "16", "--total-steps", "4000", "--cost-limit", "2",
                "--delta-down", "0.01", *SMALL]
@@ -188,7 +189,7 @@ def test_one_member_runs_unbatched_and_agrees_with_the_batched_run():
     from shapo_jax.training.program import MEMBER_AXIS, TrainingProgram
     from shapo_jax.training.runner import broadcast_hyperparameters
 
-    seed = int(np.random.default_rng().integers(0, 10_000))
+    seed = fresh_seed() % 10_000
     config = TrainConfig(env="TinyHazardNav", algo="shapo_ppo_lag", num_envs=16,
                          rollout_length=50, num_minibatches=2, update_epochs=1,
                          hidden_sizes=(16,), total_steps=1600, seed=seed)
@@ -264,7 +265,7 @@ def test_members_split_over_devices_train_alone_and_agree_with_the_env_split():
     import os
     import sys
 
-    seed = int(np.random.default_rng().integers(0, 10_000))
+    seed = fresh_seed() % 10_000
     environ = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
                              "--xla_force_host_platform_device_count=4")
