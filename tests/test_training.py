@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fresh_seed, random_policy_return
+from helpers import assert_learns_within_cost_limit, fresh_seed
 
 import envs
 from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
@@ -170,27 +170,18 @@ def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
 
 @pytest.mark.parametrize("algo", ["ppo_lag", "shapo_ppo_lag"])
 def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
+    """Over 4 fresh seeds, the late training cost stays near the limit and the return well
+    above random (`assert_learns_within_cost_limit`). Measured on 8 seeds x 60 updates:
+    late cost 2.0 (PPO-Lag) and 0.7 (SHAPO-PPO-Lag) against the limit 2, return about 5."""
     env = envs.make("TinyHazardNav")
-    # Lockstep: the 50-step episodes then fill each 50-step rollout whole, the budget this
-    # test was sized for. With random starts every rollout cuts episodes in two, the hazard's
-    # cost reaches earlier steps only through the cost critic, and at this budget the cost is
-    # still falling (training cost 5-7 against 2-8 over seeds 1-3, `make_train` defaults).
+    # Lockstep: the 50-step episodes then fill each 50-step rollout whole. With random starts
+    # every rollout cuts episodes in two and the hazard's cost reaches earlier steps only
+    # through the cost critic. The multiplier's rate is raised from the default 0.035 so that
+    # it settles within the budget: at 0.035 and 30 updates it was still rising and 5 of 8
+    # seeds ended above the limit.
     config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=256, rollout_length=50,
-                         cost_limit=2.0, seed=0, random_episode_start=False)
-    trainer = make_train(config, env)
-    # Fixed keys still: on fresh keys the evaluated cost stayed above the limit on 4 of 8
-    # draws (4.1 to 9.1; the multiplier had not yet turned the path from the hazard), so this
-    # one-seed check is not yet a property of fresh draws.
-    state = trainer.init(jax.random.PRNGKey(0))
-    state, metrics = jax.jit(trainer.run, static_argnums=1)(state, 30)  # 384k steps
-    result = jax.jit(trainer.evaluate, static_argnums=2)(state, jax.random.PRNGKey(7), 256)
-    random_return = random_policy_return(env, jax.random.PRNGKey(1))
-    eval_return, eval_cost = float(result.episode_return), float(result.episode_cost)
-    assert eval_cost < config.cost_limit, (eval_return, eval_cost)
-    assert eval_return > random_return + 2.0, (eval_return, random_return)
-    # The straight path costs about 10: the training runs met it and the multiplier acted.
-    assert float(np.max(np.asarray(metrics["episode_cost"]))) > config.cost_limit
-    assert float(np.max(np.asarray(metrics["lagrange_multiplier"]))) > 0.1
+                         cost_limit=2.0, lagrange_lr=0.1, random_episode_start=False)
+    assert_learns_within_cost_limit(make_train(config, env), env, updates=60)  # 768k steps
 
 
 @pytest.mark.parametrize("schedule", ["quantile_total", "quantile_batch"])

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fresh_seed, numpy_gaussian_kl, random_policy_return
+from helpers import assert_learns_within_cost_limit, fresh_seed, numpy_gaussian_kl
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -208,21 +208,17 @@ def test_shapo_trpo_with_zero_delta_is_trpo():
 
 @pytest.mark.parametrize("algo", ["trpo_lag", "shapo_trpo_lag"])
 def test_trpo_lag_learns_tiny_task_within_cost_limit(algo):
+    """As test_training's learning test, over 4 fresh seeds. Measured on 8 seeds x 100
+    updates: late cost 1.9 (TRPO-Lag) and 1.5 (SHAPO-TRPO-Lag) against the limit 2; return
+    4.9 and 2.0. SHAPO-TRPO-Lag learns more slowly here: its radius (0.005) is half the trust
+    region, and its return was still rising at the end (0.6 after 10 updates, 2.4 after 100)."""
     env = envs.make("TinyHazardNav")
     assert env.episode_length == 50
-    # Lockstep, as in test_training's learning test: whole episodes in every rollout.
-    config = TrainConfig(**TINY, algo=algo, cost_limit=2.0, seed=0, random_episode_start=False)
-    trainer = make_train(config, env)
-    # Fixed keys still: on fresh keys the last training cost stayed above the limit on 3 of 8
-    # draws (2.2 to 5.6), so this one-seed check is not yet a property of fresh draws.
-    state = trainer.init(jax.random.PRNGKey(0))
-    _, metrics = jax.jit(trainer.run, static_argnums=1)(state, 100)  # 320k steps
-    last = {k: float(np.mean(np.asarray(v)[-5:])) for k, v in metrics.items()}
-    random_return = random_policy_return(env, jax.random.PRNGKey(1))
-    assert last["episode_cost"] < config.cost_limit, last
-    assert last["episode_return"] > random_return + 1.5, (last, random_return)
-    # The straight path would cost about 10: the multiplier had to act at some point.
-    assert float(np.max(np.asarray(metrics["lagrange_multiplier"]))) > 0.05
+    # Lockstep and a faster multiplier, as in test_training's learning test; 128 envs, as at 64
+    # one TRPO-Lag seed in 8 stayed at the start (return 0.6).
+    config = TrainConfig(**{**TINY, "num_envs": 128}, algo=algo, cost_limit=2.0, lagrange_lr=0.1,
+                         random_episode_start=False)
+    assert_learns_within_cost_limit(make_train(config, env), env, updates=100)  # 640k steps
 
 
 # ----- 1 device and 4 devices compute the same run ------------------------------------
