@@ -30,6 +30,7 @@ from shapo_jax.training.evaluation import (
     RestoredMember,
     RunSelection,
     policy_fields,
+    report_path,
     write_policy,
 )
 from shapo_jax.training.program import TrainingProgram, member_hyperparameters, member_key
@@ -260,7 +261,9 @@ def test_shapo_eval_reports_the_episodes_of_a_numpy_loop(run_dir, tmp_path, caps
     printed = capsys.readouterr().out
     report = last_json_line(printed)  # the --json contract: the last line is the report
     assert REPORT_KEYS <= set(report), sorted(REPORT_KEYS - set(report))
-    assert json.loads((run / "eval.json").read_text()) == report
+    policy = "stochastic" if stochastic else "deterministic"
+    written = run / "eval" / f"member1-checkpoint4-{policy}-seed{seed}-episodes{episodes}.json"
+    assert report_path(run, report) == written and json.loads(written.read_text()) == report
     assert (report["member"], report["run_seed"], report["checkpoint_step"]) == (1, 1, 4)
     assert (report["seed"], report["episodes"], report["env"]) == (seed, episodes,
                                                                  "TinyHazardNav")
@@ -313,7 +316,30 @@ def test_shapo_eval_renders_the_first_episode(run_dir, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     # The initial state, then one frame per policy step: 50 env steps at action repeat 2.
     assert Image.open(video).n_frames == 1 + 25
-    assert json.loads((run / "eval.json").read_text())["checkpoint_step"] == 2
+    written = run / "eval" / "member0-checkpoint2-deterministic-seed0-episodes2.json"
+    assert json.loads(written.read_text())["checkpoint_step"] == 2
+
+
+def test_each_evaluation_is_kept_and_the_seed_defaults_to_the_members_index(run_dir, tmp_path,
+                                                                             capsys):
+    """Evaluating another member or seed adds a report and overwrites none; without --seed
+    member K is evaluated on seed K's layouts (the same figures as --seed K)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    other = 2 + int(np.random.default_rng(fresh_seed()).integers(1000))
+    reports = {}
+    for member, seed in ((0, None), (1, None), (1, 1), (1, other)):
+        argv = [str(run), "--member", str(member), "--episodes", "4", "--json"]
+        assert eval_main(argv + ([] if seed is None else ["--seed", str(seed)])) == 0
+        reports[member, seed] = last_json_line(capsys.readouterr().out)
+    assert [reports[0, None]["seed"], reports[1, None]["seed"]] == [0, 1]
+    assert reports[1, None] == reports[1, 1]  # the default is --seed 1, and the same file
+    assert reports[1, other]["episode_returns"] != reports[1, 1]["episode_returns"]
+    written = sorted(p.name for p in (run / "eval").iterdir())
+    assert written == sorted(report_path(run, reports[key]).name
+                             for key in ((0, None), (1, None), (1, other)))
+    for report in (reports[0, None], reports[1, 1], reports[1, other]):
+        assert json.loads(report_path(run, report).read_text()) == report
 
 
 # ----- a diverged member is reported, never evaluated or exported -------------------------
@@ -337,7 +363,7 @@ def test_a_diverged_member_reports_that_and_no_figures(run_dir, tmp_path, capsys
                 "episode_cost_se", "episode_returns", "episode_costs"):
         assert report[key] is None, key
     assert "DIVERGED" in captured.out and "member 1 diverged" in captured.err
-    assert json.loads((run / "eval.json").read_text()) == report
+    assert json.loads(report_path(run, report).read_text()) == report
 
     out = tmp_path / "policy.npz"
     with pytest.raises(SystemExit) as exit_info:
@@ -400,7 +426,7 @@ def test_bad_input_fails_with_one_clear_message(run, argv, expected, run_dir, tm
         for text in expected:
             assert text in err, (text, err)
     assert not (tmp_path / "p.npz").exists()
-    if before is not None:  # nothing written (no eval.json), nothing created
+    if before is not None:  # nothing written (no eval report), nothing created
         assert sorted(p.name for p in directory.rglob("*")) == before
 
 

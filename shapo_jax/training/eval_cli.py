@@ -35,15 +35,17 @@ def build_eval_parser() -> argparse.ArgumentParser:
         prog="shapo-eval",
         description="Evaluate a member of a trained run over full episodes: mean and "
                     "standard error of the episode return and cost, written to "
-                    "RUN_DIR/eval.json.")
+                    "RUN_DIR/eval/member{K}-checkpoint{STEP}-{policy}-seed{S}-episodes{N}"
+                    ".json.")
     _add_selection_arguments(parser)
     parser.add_argument("--episodes", type=int, default=32, metavar="N",
                         help="full episodes to run, as one batch (default 32)")
     parser.add_argument("--stochastic", action="store_true",
                         help="sample actions from the Gaussian policy (default: its mean)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
+    parser.add_argument("--seed", type=int, metavar="S",
                         help="evaluation seed: the episodes' layouts and the sampled actions "
-                             "(default 0)")
+                             "(default: the member's index, so each seed of a run meets "
+                             "layouts of its own)")
     parser.add_argument("--video", metavar="FILE",
                         help="render the first episode to FILE (.gif, .mp4 with ffmpeg, or "
                              ".png strip); planar tasks are drawn from above, Brax robots "

@@ -17,6 +17,11 @@ the evaluation seed S:
     episode i starts from env.reset(jax.random.split(reset_key, N)[i])
     a stochastic policy's step t samples with jax.random.split(action_key, horizon)[t]
 
+S defaults to the member's index: each seed of a run meets layouts of its own (their mean
+then spans members x N layouts), and member K of two runs meets the same ones (a paired
+comparison). Each report is kept in a file of its own, named by what was evaluated
+(`report_path`), so evaluating another member, checkpoint or seed loses none.
+
 Export (`policy_fields`): the deterministic policy as plain arrays for
 `shapo_jax.policy.exported` (format described there).
 """
@@ -46,7 +51,7 @@ from shapo_jax.training.program import TrainingProgram, member_hyperparameters
 from shapo_jax.training.runner import run_seeds
 from shapo_jax.training.train import Trainer, TrainState, make_train
 
-EVAL_FILE = "eval.json"
+EVAL_DIR = "eval"
 
 
 class RunError(ValueError):
@@ -168,10 +173,11 @@ def mean_and_se(values: np.ndarray) -> tuple[float, float | None]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def evaluate_member(restored: RestoredMember, episodes: int = 32, seed: int = 0,
+def evaluate_member(restored: RestoredMember, episodes: int = 32, seed: int | None = None,
                     deterministic: bool = True, record_first: bool = False
                     ) -> tuple[dict[str, Any], Any]:
-    """Evaluate the member over `episodes` full episodes (module docstring's key rule).
+    """Evaluate the member over `episodes` full episodes (module docstring's key rule;
+    `seed` None: the member's index).
 
     Returns (report, recording): the report's figures are null for a diverged member, which
     is not evaluated; recording is episode 0's states stacked on a time axis (initial state
@@ -180,6 +186,7 @@ def evaluate_member(restored: RestoredMember, episodes: int = 32, seed: int = 0,
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     selection, config = restored.selection, restored.selection.config
+    seed = selection.member if seed is None else seed
     report: dict[str, Any] = {
         "run": str(selection.directory), "env": config.env,
         "env_options": dict(config.env_options), "algo": config.algo,
@@ -217,9 +224,18 @@ def evaluate_member(restored: RestoredMember, episodes: int = 32, seed: int = 0,
     return report, recording
 
 
+def report_path(run_dir: str | os.PathLike, report: dict[str, Any]) -> Path:
+    """RUN_DIR/eval/member{K}-checkpoint{STEP}-{deterministic|stochastic}-seed{S}-episodes{N}
+    .json: one file for each evaluation that can differ."""
+    policy = "deterministic" if report["deterministic"] else "stochastic"
+    name = (f"member{report['member']}-checkpoint{report['checkpoint_step']}-{policy}"
+            f"-seed{report['seed']}-episodes{report['episodes']}.json")
+    return Path(run_dir) / EVAL_DIR / name
+
+
 def write_report(run_dir: str | os.PathLike, report: dict[str, Any]) -> Path:
-    """The report as RUN_DIR/eval.json, written atomically."""
-    return atomic_write_json(Path(run_dir) / EVAL_FILE, report)
+    """The report at `report_path`, written atomically."""
+    return atomic_write_json(report_path(run_dir, report), report)
 
 
 # ----- export -----------------------------------------------------------------------------
