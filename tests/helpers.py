@@ -126,6 +126,11 @@ def fresh_seed() -> int:
     return seed
 
 
+def fresh_rng() -> np.random.Generator:
+    """A NumPy generator seeded by `fresh_seed` (printed; replayed with SHAPO_TEST_SEED)."""
+    return np.random.default_rng(fresh_seed())
+
+
 def flat(tree) -> np.ndarray:
     """A pytree's leaves as one float64 vector, in `jax.tree_util` order."""
     return np.concatenate([np.ravel(np.asarray(x, np.float64))

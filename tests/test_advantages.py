@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 from shapo_jax.advantages import generalized_advantages
 
@@ -51,7 +51,7 @@ gae_jit = jax.jit(generalized_advantages)
 
 def test_gae_matches_numpy_reference_over_seeds():
     for _ in range(8):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         inputs = random_inputs(rng)
         gamma, lam = float(rng.uniform(0.9, 0.999)), float(rng.uniform(0.8, 1.0))
         expected_adv, expected_target = numpy_gae(*inputs, gamma, lam)
@@ -62,7 +62,7 @@ def test_gae_matches_numpy_reference_over_seeds():
 
 def test_truncation_bootstraps_and_termination_does_not():
     """A single-step episode ending at t = 0: A = r + gamma V(s') - V(s) only if truncated."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     rewards, values, next_values, _, _ = random_inputs(rng, (4, 2))
     done = np.zeros((4, 2))
     done[0] = 1.0
@@ -84,7 +84,7 @@ def test_truncation_bootstraps_and_termination_does_not():
 
 
 def test_lambda_one_without_boundaries_is_discounted_return_minus_value():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     rewards, values, next_values, _, _ = random_inputs(rng)
     zeros = np.zeros_like(rewards)
     gamma = 0.97
@@ -104,7 +104,7 @@ def test_lambda_one_without_boundaries_is_discounted_return_minus_value():
 
 
 def test_vmap_over_a_batch_axis_equals_separate_calls():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     batch = [random_inputs(rng) for _ in range(3)]
     stacked = [np.stack([b[i] for b in batch]) for i in range(5)]
     gammas = np.array([0.9, 0.95, 0.99], np.float32)

@@ -19,7 +19,7 @@ from helpers import (
     SimulatedCrashError,
     cli_error,
     crash_after_update,
-    fresh_seed,
+    fresh_rng,
     refusing_compilation,
 )
 
@@ -295,7 +295,7 @@ def test_bad_input_fails_with_one_clear_message(argv, expected, tmp_path, capsys
 def test_env_options_reach_the_env_and_survive_config_json() -> None:
     """--env-option KEY=VALUE (and --set env_options={...}) end up in TrainConfig.env_options,
     in any order, through config.json, and in the environment `config.make_env()` builds."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     hazard, goal = (float(x) for x in rng.uniform(0.1, 0.9, 2))
     args = build_parser().parse_args(
         TINY + ["--set", f'env_options={{"goal_radius": {goal}}}',
@@ -341,7 +341,7 @@ def test_resume_from_corrupt_checkpoint_fails_clearly(damage, full_run, tmp_path
     files = sorted(p for p in newest.rglob("*") if p.is_file())
     data = [p for p in files if p.parent.name == "d"]
     assert data, files
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for path in data if damage != "metadata" else []:
         size = path.stat().st_size
         if damage == "truncate":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -217,7 +217,7 @@ def test_mean_and_se():
 
 
 def _write_policy(path: Path, normalize: bool) -> dict:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     layout = [("a", 3), ("b", 2)]
     fields = {
         "format_version": np.array(1), "env": np.array("SafetyPointGoal1"),

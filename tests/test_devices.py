@@ -5,7 +5,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 from shapo_jax.training.devices import (
     HOST_DEVICE_FLAG,
@@ -66,7 +66,7 @@ class _Env:
 
 def test_lapack_batch_limit_matches_the_inline_rule() -> None:
     """The limit is the largest b with b * (nv^3 // 3) < 200,000 (brute force), on a CPU only."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for nv in rng.choice(np.arange(2, 60), 6, replace=False).tolist():
         cost = max(nv**3 // 3, 1)
         largest = max((b for b in range(1, 200_001) if b * cost < 200_000), default=1)
@@ -80,7 +80,7 @@ def test_lapack_batch_limit_matches_the_inline_rule() -> None:
 def test_env_pieces_is_the_fewest_equal_pieces_under_the_limit() -> None:
     """Brute force over random batches: the pieces divide a device's envs, every batched call
     (members x piece) is within the limit, and no fewer pieces would be."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(200):
         devices = int(rng.integers(1, 9))
         num_envs = devices * int(rng.integers(1, 700))
@@ -137,7 +137,7 @@ def test_lapack_free_physics_has_no_batch_limit() -> None:
 
 
 def test_auto_cpu_devices_is_the_largest_split_that_divides_every_batch() -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(100):
         cores = int(rng.integers(1, 17))
         batches = rng.integers(1, 4097, size=int(rng.integers(1, 4))).tolist()

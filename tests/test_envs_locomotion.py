@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 import pytest
 from brax.base import Transform
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from envs import locomotion
@@ -179,7 +179,7 @@ def _ant_state(xy: np.ndarray, z: float = 0.5):
 
 def test_ant_velocity_cost_uses_planar_torso_speed():
     env = envs.make("SafetyAntVelocity")
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     dt, limit = float(env.dt), locomotion.VELOCITY_THRESHOLDS["Ant"]
     for _ in range(20):
         before = rng.normal(size=2)
@@ -192,7 +192,7 @@ def test_ant_velocity_cost_uses_planar_torso_speed():
 def test_ant_fall_cost_uses_inclusive_height_range():
     env = envs.make("SafetyAntFall")
     heights = [0.1, 0.19, 0.2, 0.5, 1.0, 1.01, 1.3]
-    heights += list(np.random.default_rng(fresh_seed()).uniform(0, 1.2, 8))
+    heights += list(fresh_rng().uniform(0, 1.2, 8))
     for z in heights:
         got = env.env.cost_fn(None, _ant_state(np.zeros(2), z=np.float32(z)), None)
         z32 = np.float32(z)
@@ -211,7 +211,7 @@ def test_humanoid_centre_of_mass_matches_mujoco():
     sys = env.unwrapped.sys
     model = sys.mj_model
     data = mujoco.MjData(model)
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     dt, limit = float(env.dt), locomotion.VELOCITY_THRESHOLDS["Humanoid"]
 
     def state_at(qpos):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from envs.navigation import (
@@ -79,7 +79,7 @@ def test_lidar_linear_falloff_and_max_over_objects():
 
 
 def test_lidar_matches_reference_on_random_objects():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     ego = rng.uniform(-4, 4, size=(9, 2))
     np.testing.assert_allclose(np.asarray(pseudo_lidar(jnp.asarray(ego))),
                                reference_lidar(ego), atol=1e-5)
@@ -279,7 +279,7 @@ def test_point_dynamics_and_sensors_match_mujoco():
     data = mujoco.MjData(model)
     state = jax.jit(env.reset)(jax.random.PRNGKey(fresh_seed()))
     step = jax.jit(env.step)
-    actions = np.random.default_rng(fresh_seed()).uniform(-1, 1, size=(15, 2))
+    actions = fresh_rng().uniform(-1, 1, size=(15, 2))
     start_xy = np.asarray(state.pipeline_state.data.qpos[:2])
     for action in actions:
         ours = state.pipeline_state.data

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from envs import render
@@ -25,7 +25,7 @@ def _is(rgb_pixel, colour) -> bool:
 
 
 def test_topdown_draws_hazard_goal_and_robot_where_they_are():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     extent, size = (-3.0, 2.0, -1.0, 3.0), (200, 160)
     hazard, goal, robot = np.array([-1.5, 2.0]), np.array([1.0, 0.0]), np.array([0.5, 2.2])
     hazard = hazard + rng.uniform(-0.2, 0.2, 2)

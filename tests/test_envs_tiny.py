@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import State
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from envs.tiny import TinyHazardNav, TinyNavState
@@ -28,7 +28,7 @@ def numpy_step(position, goal, hazard, action):
 
 
 def test_step_is_the_closed_form_on_fresh_states_and_at_both_edges():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     n = 256
     env = TinyHazardNav(hazard_radius=HAZARD_RADIUS, goal_radius=GOAL_RADIUS,
                         goal_bonus=GOAL_BONUS, step_size=STEP_SIZE)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from brax.envs.base import Env, State
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from shapo_jax.rollout import (
@@ -25,11 +25,6 @@ from shapo_jax.rollout import (
     track_step,
 )
 from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
-
-
-def fresh_rng() -> np.random.Generator:
-    return np.random.default_rng(fresh_seed())
-
 
 # ----- the tracker against a NumPy loop ------------------------------------------------------
 

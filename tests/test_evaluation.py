@@ -17,7 +17,7 @@ import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import cli_error, fresh_seed, refusing_compilation
+from helpers import cli_error, fresh_rng, fresh_seed, refusing_compilation
 
 import envs
 from shapo_jax.policy import load_policy
@@ -107,7 +107,7 @@ def test_exported_policy_acts_as_the_trained_jax_policy(run_dir, tmp_path, capsy
     assert float(member.obs_stats.count) == 4 * 16 * 50
 
     # Fresh observations, some far enough out for the normalisation's clip at 10 std.
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     obs = (np.asarray(member.obs_stats.mean)
            + rng.normal(size=(256, 6)) * rng.choice([0.5, 3.0, 30.0], size=(256, 1))
            ).astype(np.float32)
@@ -204,7 +204,7 @@ LOADER_WITHOUT_JAX = textwrap.dedent(
 def test_the_loader_runs_by_path_without_jax(run_dir, tmp_path):
     out = tmp_path / "policy.npz"
     assert export_main([str(run_dir), "--out", str(out)]) == 0
-    obs = np.random.default_rng(fresh_seed()).normal(size=(5, 6)).astype(np.float32)
+    obs = fresh_rng().normal(size=(5, 6)).astype(np.float32)
     loader = ROOT / "shapo_jax" / "policy" / "exported.py"
     proc = subprocess.run([sys.executable, "-I", "-c", LOADER_WITHOUT_JAX, str(loader),
                            str(out), json.dumps(obs.tolist())],
@@ -326,7 +326,7 @@ def test_each_evaluation_is_kept_and_the_seed_defaults_to_the_members_index(run_
     member K is evaluated on seed K's layouts (the same figures as --seed K)."""
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    other = 2 + int(np.random.default_rng(fresh_seed()).integers(1000))
+    other = 2 + int(fresh_rng().integers(1000))
     reports = {}
     for member, seed in ((0, None), (1, None), (1, 1), (1, other)):
         argv = [str(run), "--member", str(member), "--episodes", "4", "--json"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 from shapo_jax.update import adam_lagrange, pid_lagrange
 
@@ -64,7 +64,7 @@ def test_adam_projection_keeps_lambda_non_negative():
 
 def test_adam_matches_numpy_adam_over_seeds():
     for _ in range(4):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         init, lr, limit = rng.uniform(0.0, 2.0), rng.uniform(0.01, 0.2), rng.uniform(5, 30)
         # Costs wander around the limit so that the projection is active at times.
         costs = limit + rng.normal(0.0, 10.0, size=12) - 3.0
@@ -80,7 +80,7 @@ def test_adam_upper_bound():
 
 def test_pid_matches_numpy_reference_over_seeds():
     for _ in range(4):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         kp, ki, kd = rng.uniform(0.0, 0.2), rng.uniform(0.005, 0.05), rng.uniform(0.0, 0.05)
         init, limit = rng.uniform(0.0, 1.0), rng.uniform(5.0, 30.0)
         costs = np.abs(limit + rng.normal(0.0, 15.0, size=12))

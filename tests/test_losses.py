@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 from shapo_jax.update import (
     UpdateBatch,
@@ -36,7 +36,7 @@ def numpy_clipped_surrogate(log_prob, old_log_prob, advantage, clip):
 def test_clipped_surrogate_matches_numpy_over_seeds():
     surrogate = jax.jit(clipped_surrogate)
     for _ in range(6):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         n = 64
         old = rng.normal(size=n)
         new = old + rng.normal(0.0, 0.4, size=n)  # ratios well outside [1 - c, 1 + c] too
@@ -72,7 +72,7 @@ def test_clipped_surrogate_clip_sides_and_advantage_sign():
 
 
 def test_importance_surrogate_and_its_gradient_at_the_old_policy():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     old, new, adv = rng.normal(size=(3, 32))
     got = importance_surrogate(*f32(new, old, adv))
     expected = np.mean(np.exp(np.float32(new) - np.float32(old)) * np.float32(adv))
@@ -87,7 +87,7 @@ def test_importance_surrogate_and_its_gradient_at_the_old_policy():
 
 
 def test_lagrangian_advantage_closed_form():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(3):
         a_r, a_c = rng.normal(size=(2, 20))
         lam = float(rng.uniform(0.0, 5.0))
@@ -100,7 +100,7 @@ def test_lagrangian_advantage_closed_form():
 
 def test_standardize():
     for _ in range(3):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         x = rng.normal(3.0, 7.0, size=500)
         out = np.asarray(standardize(jnp.asarray(x, jnp.float32)), np.float64)
         np.testing.assert_allclose(out.mean(), 0.0, atol=1e-5)
@@ -114,7 +114,7 @@ def test_standardize():
 
 
 def test_value_loss():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     predicted, targets = rng.normal(size=(2, 40))
     np.testing.assert_allclose(
         value_loss(*f32(predicted, targets)), np.mean((predicted - targets) ** 2), rtol=1e-5

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng
 from scipy import stats
 
 from shapo_jax.policy.networks import Critic, GaussianActor
@@ -31,7 +31,7 @@ def _random_shapes(rng: np.random.Generator) -> tuple[int, tuple[int, int], int]
 
 
 def test_pytorch_init_is_uniform_in_one_over_root_fan_in():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     obs_size, hidden, action_size = _random_shapes(rng)
     key = jax.random.PRNGKey(int(rng.integers(1 << 30)))
     actor = GaussianActor(action_size, hidden, "tanh", 0.0, "pytorch")
@@ -53,7 +53,7 @@ def test_pytorch_init_is_uniform_in_one_over_root_fan_in():
 
 
 def test_orthogonal_init_has_orthonormal_columns_times_the_gain_and_zero_biases():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     obs_size, hidden, action_size = _random_shapes(rng)
     key = jax.random.PRNGKey(int(rng.integers(1 << 30)))
     layers = _layers(GaussianActor(action_size, hidden).init(key, jnp.zeros((1, obs_size))))

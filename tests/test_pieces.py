@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from shapo_jax.rollout import init_tracker, reset_batch, rollout, vmap_in_pieces
@@ -32,7 +32,7 @@ def _nonlinear(x, tree):
 
 
 def test_pieces_give_the_numbers_of_one_vmapped_call_bit_for_bit() -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     batch = int(rng.choice([12, 24, 36]))
     x = jnp.asarray(rng.normal(size=(batch, 5)), jnp.float32)
     tree = {"w": jnp.asarray(rng.normal(size=(batch, 5, 7)), jnp.float32),

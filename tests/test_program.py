@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 from shapo_jax.experiments import SweepSpec, expand_grid, read_table
 from shapo_jax.experiments.cli import build_sweep_parser, sweep_main
@@ -28,7 +28,7 @@ SMALL = ["--set", "rollout_length=50", "--set", "num_minibatches=2", "--set", "u
 
 
 def test_train_and_sweep_give_identical_metrics_for_every_seed_and_log_point(tmp_path):
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     base = int(rng.integers(0, 1000))  # fresh seeds: a rule that ignores them cannot pass
     setting = ["--num-envs", "16", "--total-steps", "4000", "--cost-limit", "2",
                "--delta-down", "0.01", *SMALL]

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env, State
-from helpers import fresh_seed
+from helpers import fresh_rng, fresh_seed
 
 import envs
 from envs.wrappers import TimeLimit, WithCost
@@ -275,7 +275,7 @@ def test_running_statistics_match_numpy_over_all_batches():
     size = 4
     update = jax.jit(update_statistics)
     for _ in range(3):
-        rng = np.random.default_rng(fresh_seed())
+        rng = fresh_rng()
         stats = init_statistics(size)
         seen = []
         # Different batch sizes and leading shapes, shifted scales: the merge formula at work.
@@ -292,7 +292,7 @@ def test_running_statistics_match_numpy_over_all_batches():
 
 
 def test_merge_does_not_depend_on_how_the_data_were_split():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     data = jnp.asarray(rng.normal(2.0, 3.0, size=(40, 3)), jnp.float32)
     whole = update_statistics(init_statistics(3), data)
     parts = init_statistics(3)
@@ -303,7 +303,7 @@ def test_merge_does_not_depend_on_how_the_data_were_split():
 
 
 def test_normalize_uses_epsilon_clips_and_is_identity_before_data():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     empty = init_statistics(3)
     # Before any data, also no clipping: raw observations pass through unchanged.
     x = jnp.asarray(rng.normal(0.0, 20.0, size=(5, 3)), jnp.float32)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from helpers import fresh_seed, numpy_subsample
+from helpers import fresh_rng, fresh_seed, numpy_subsample
 
 import envs
 from shapo_jax.io import append_jsonl, atomic_save, atomic_write_text, read_jsonl
@@ -18,7 +18,7 @@ from shapo_jax.update.shapo_step import shapo_diagnostics
 
 
 def test_fisher_subsample_is_evenly_spaced_and_exactly_the_fraction():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(20):
         n = int(rng.integers(1, 500))
         fraction = float(rng.uniform(0.01, 1.0))
@@ -80,7 +80,7 @@ def test_shapo_diagnostics_against_scipy_densities_and_numpy_kl():
     """shapo_diagnostics on random Gaussian policies at theta and theta + eps: the weights'
     arithmetic and geometric means per group from SciPy's densities, the per-state KL's mean
     and maximum from a NumPy closed form."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     n, act = int(rng.integers(20, 200)), 2
     mean, perturbed_mean = rng.normal(size=(n, act)), rng.normal(size=(n, act))
     log_std, perturbed_log_std = rng.normal(0, 0.3, size=act), rng.normal(0, 0.3, size=act)

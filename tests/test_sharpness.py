@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from helpers import dense_gaussian_fisher, dense_natural_direction, flat, fresh_seed
+from helpers import dense_gaussian_fisher, dense_natural_direction, flat, fresh_rng, fresh_seed
 from jax.flatten_util import ravel_pytree
 
 from shapo_jax.policy import GaussianActor, gaussian_entropy, gaussian_kl, gaussian_log_prob
@@ -710,7 +710,7 @@ def test_geometric_weights_are_exp_mean_log_w_and_ignore_an_overflowing_ratio():
     a ratio beyond float range (log w = 800) makes its group's arithmetic mean inf while the
     geometric one, from log w as given, stays the exact finite value, and neither an inf nor a
     weight of 0 reaches the other group's means."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     n = int(rng.integers(50, 400))
     log_w = rng.normal(0.0, 0.3, size=n)
     costs = np.where(rng.uniform(size=n) < 0.2, rng.uniform(0.5, 2.0, size=n), 0.0)

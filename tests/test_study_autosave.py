@@ -10,9 +10,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,7 @@ def _write(path: Path, text: str) -> None:
 def study_repo(tmp_path: Path) -> tuple[Path, Path, list[int]]:
     """A repository with the study scripts and one run whose checkpoint `old` is committed
     and whose newer checkpoints (random steps above it) are not."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     old = int(rng.integers(1, 50))
     newer = sorted({old + int(k) for k in rng.integers(1, 500, size=3)})
     repo = tmp_path / "repo"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fresh_seed
+from helpers import fresh_rng
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def _numbers(cell: str) -> list[float]:
 
 
 def test_wall_hours_sums_each_log_chunk_over_its_rate(report, tmp_path: Path) -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     seeds = int(rng.integers(1, 5))
     chunks = rng.integers(1, 50, size=int(rng.integers(2, 8))) * 20480
     rates = rng.uniform(500, 5000, size=len(chunks))
@@ -53,7 +53,7 @@ def test_wall_hours_sums_each_log_chunk_over_its_rate(report, tmp_path: Path) ->
 
 
 def test_difference_cell_says_which_side_of_zero_the_interval_lies(report) -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(20):
         low, high = np.sort(rng.normal(size=2) * 3)
         diff = rng.uniform(low, high)
@@ -84,7 +84,7 @@ def test_crosscheck_table_gives_no_interval_where_the_seeds_shared_their_layouts
     """With one set of layouts for every seed the interval over seeds misses that set's luck:
     for records without a layout seed of their own (the script's first form) the table gives
     the means alone, and says why."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     path = tmp_path / "crosscheck.jsonl"
     # one shared layout seed; the script's first form (no layout seed, no checkpoint named);
     # a partial rerun in which only the first seed's record is of the first form
@@ -112,7 +112,7 @@ def test_crosscheck_table_gives_no_interval_where_the_seeds_shared_their_layouts
 
 def test_crosscheck_table_has_student_t_intervals_of_the_paired_difference(
         report, tmp_path: Path) -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     parts = {"ppo_lag": int(rng.integers(2, 6)), "trpo_lag": int(rng.integers(2, 6))}
     values = {}
     with open(tmp_path / "crosscheck.jsonl", "w") as handle:
@@ -145,7 +145,7 @@ def test_mechanism_table_gives_the_seeds_means_at_the_milestones(report, tmp_pat
     10M: the table's rows are the logged steps nearest 1M, 2.5M, 5M, 7.5M and 10M, each cell
     the seeds' NumPy mean, '-' where the metric was not yet logged, and the baseline's PPO
     epochs after the slash."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     seeds, steps = int(rng.integers(2, 5)), np.arange(1, 50) * 204_800
     first_geometric = int(rng.integers(5, 20))  # logged from this chunk on
     records = {}
@@ -198,7 +198,7 @@ def noise():
 
 
 def test_gradient_signal_fraction_is_one_for_agreement_and_one_over_m_for_noise(noise) -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     m, dim = int(rng.integers(50, 200)), int(rng.integers(2000, 4000))
     same = np.tile(rng.normal(size=dim), (m, 1))
     assert noise.signal_fraction(same) == pytest.approx(1.0)
@@ -210,7 +210,7 @@ def test_gradient_signal_fraction_is_one_for_agreement_and_one_over_m_for_noise(
 
 
 def test_gradient_noise_summary_rows_and_intervals(noise, tmp_path: Path) -> None:
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     files, expected = [], []
     for seed in range(int(rng.integers(2, 5))):
         kl, sg, st, cos = rng.uniform(size=4)
@@ -250,7 +250,7 @@ def test_studies_table_has_welch_intervals_where_the_budgets_match(
         report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parts both studies ran: this study's seeds minus the other's, against scipy's Welch
     interval, where both parts reached one budget; a part of one study only is left out."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     keys = report.DIFFERENCE_KEYS
 
     def part(seeds: int, steps: int) -> list[dict]:

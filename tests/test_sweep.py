@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
-from helpers import fresh_seed
+from helpers import fresh_rng
 
 from shapo_jax.experiments import (
     COLUMNS,
@@ -123,7 +123,7 @@ def test_grouping_one_program_per_static_config_and_host_shares():
 
 
 def test_env_options_define_the_program_and_bad_ones_fail_before_training(tmp_path, capsys):
-    radius = float(np.random.default_rng(fresh_seed()).uniform(0.2, 0.8))
+    radius = float(fresh_rng().uniform(0.2, 0.8))
     plain = group_members(expand_grid(small_spec()))
     optioned = group_members(expand_grid(small_spec(
         env_set={"TinyHazardNav": {"env_options": {"hazard_radius": radius}}})))
@@ -371,7 +371,7 @@ def test_student_t_quantile_matches_scipy(df):
 
 
 def test_confidence_band_matches_scipy():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     values = rng.normal(3.0, 2.0, size=(5, 7))
     values[0, 2] = np.nan  # one seed missing a point: n = 4 there
     values[1:, 6] = np.nan  # a single finite value: no band
@@ -387,7 +387,7 @@ def test_confidence_band_matches_scipy():
 
 @pytest.mark.parametrize("confidence", [0.9, 0.95])
 def test_difference_band_is_welchs_interval(confidence):
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     for _ in range(5):
         a = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), size=int(rng.integers(2, 9)))
         b = rng.normal(rng.normal(), rng.uniform(0.1, 3.0), size=int(rng.integers(2, 9)))
@@ -409,7 +409,7 @@ def final_record(algo, seed, rng, **hp):
 
 
 def test_against_baselines_pairs_each_shapo_setting_with_its_lagrangian_one():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     shapo = {"delta_down": 0.01, "rho_critic": 0.01}
     finals = ([final_record("ppo_lag", s, rng) for s in range(3)]
               + [final_record("ppo_lag", s, rng, cost_limit=10.0) for s in range(3)]
@@ -438,7 +438,7 @@ def test_a_baseline_that_ran_further_is_compared_at_the_shapo_budget():
     """SHAPO runs logged to step k, PPO-Lag runs to a later step: with the log points, the
     baseline's finals are its means over the last 10% of its points up to SHAPO's budget
     (NumPy), its cumulative cost the one at that budget, and the interval Welch's (SciPy)."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     points, reached = int(rng.integers(20, 40)), int(rng.integers(5, 15))
     rows = []
     for algo, seeds, last in (("ppo_lag", 3, points), ("shapo_ppo_lag", 4, reached)):

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_learns_within_cost_limit, fresh_seed
+from helpers import assert_learns_within_cost_limit, fresh_rng, fresh_seed
 
 import envs
 from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
@@ -190,7 +190,7 @@ def test_quantile_schedules_give_the_closed_form_radius(schedule):
     (quantile_total) or the batch's samples (quantile_batch); checked against SciPy's z."""
     from scipy.stats import norm
 
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     alpha, scale = float(rng.uniform(0.02, 0.3)), float(rng.uniform(0.5, 2.0))
     trainer, init, run = jitted("shapo_ppo_lag", delta_schedule=schedule, pessimism_alpha=alpha)
     hp = hyperparameters(trainer.config, scale, 0.0)
@@ -211,7 +211,7 @@ def test_advantage_scales_are_the_stds_of_the_batch_gae_before_standardisation()
 
     from shapo_jax.rollout import normalize, rollout
 
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     # a hazard wide enough that the first batch's random walks touch it
     config = TrainConfig(**SMALL, algo="ppo_lag", env_options={"hazard_radius": 1.5})
     env = config.make_env()
@@ -251,7 +251,7 @@ def test_the_learners_batch_is_the_replayed_rollouts_lagrangian_batch():
     from shapo_jax.rollout import normalize, rollout
     from shapo_jax.update import UpdateBatch
 
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     config = TrainConfig(**{**SMALL, "lagrange_init": float(rng.uniform(0.1, 2.0))},
                          algo="ppo_lag", cost_estimator="rate",
                          env_options={"hazard_radius": 1.5})

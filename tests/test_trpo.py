@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_learns_within_cost_limit, fresh_seed, numpy_gaussian_kl
+from helpers import assert_learns_within_cost_limit, fresh_rng, fresh_seed, numpy_gaussian_kl
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -131,7 +131,7 @@ def sequential_line_search(evaluate, baseline, fractions, max_kl):
 
 
 def test_vmapped_line_search_matches_sequential_loop():
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     fractions = line_search_fractions(0.7, 12)
     np.testing.assert_allclose(np.asarray(fractions), 0.7 ** np.arange(12), rtol=1e-6)
     search = jax.jit(backtracking_line_search, static_argnums=0)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import flat, fresh_seed, hand_adam
+from helpers import flat, fresh_rng, fresh_seed, hand_adam
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -518,7 +518,7 @@ def test_updates_pass_the_critic_settings_through(algo):
 def test_linear_actor_learning_rate_decay_follows_the_closed_form():
     from shapo_jax.training import TrainConfig, make_train
 
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     lr = float(rng.uniform(1e-4, 1e-3))
     config = TrainConfig(env="TinyHazardNav", algo="ppo_lag", num_envs=8, rollout_length=10,
                          num_minibatches=2, update_epochs=1, actor_lr=lr, total_steps=400,
@@ -600,7 +600,7 @@ def test_trpo_kl_per_action_dim_is_omnisafes_natural_step():
     trust region A delta and damping A d (what `trpo_settings` gives) is that step."""
     from shapo_jax.sharpness import natural_step
 
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     n, rank, actions = 12, int(rng.integers(3, 8)), int(rng.integers(2, 9))
     jacobian = rng.standard_normal((rank, n))
     fisher = jacobian.T @ jacobian  # the Fisher of the summed KL, PSD, rank-deficient
@@ -623,7 +623,7 @@ def test_trpo_kl_per_action_dim_is_omnisafes_natural_step():
 def test_trainer_gives_trpo_the_per_action_settings():
     """A TRPO-Lag trainer with trpo_kl_per_action_dim updates exactly as one given the trust
     region and damping multiplied by the action size."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     env = envs.make("TinyHazardNav")
     delta, damping = float(rng.uniform(0.005, 0.05)), float(rng.uniform(0.05, 0.5))
     base = dict(env="TinyHazardNav", algo="trpo_lag", num_envs=8, rollout_length=8,
@@ -647,7 +647,7 @@ def test_new_fields_stay_out_of_config_dicts_at_their_defaults():
     default = TrainConfig(algo="trpo_lag")
     assert not {"critic_l2", "trpo_kl_per_action_dim"} & set(default.to_dict())
     assert TrainConfig.from_dict(default.to_dict()) == default
-    l2 = float(np.random.default_rng(fresh_seed()).uniform(1e-4, 1e-2))
+    l2 = float(fresh_rng().uniform(1e-4, 1e-2))
     changed = dataclasses.replace(default, critic_l2=l2, trpo_kl_per_action_dim=True)
     data = changed.to_dict()
     assert (data["critic_l2"], data["trpo_kl_per_action_dim"]) == (l2, True)
@@ -663,7 +663,7 @@ def test_trainer_gives_the_critics_their_l2_penalty(algo):
     """`critic_l2` reaches the critic step through the trainer: one update of a trainer with
     the penalty moves the critics as the update built with CriticSettings(l2=...) does, and
     not as the unpenalised one."""
-    rng = np.random.default_rng(fresh_seed())
+    rng = fresh_rng()
     l2 = float(rng.uniform(0.05, 0.5))
     env = envs.make("TinyHazardNav")
     config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=8, rollout_length=8,
