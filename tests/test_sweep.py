@@ -332,9 +332,12 @@ def test_study_of_train_runs_reads_like_the_sweep(tmp_path, reference):
     with open(tmp_path / "pooled" / "summary.csv") as handle:
         pooled = {s["algo"]: s["seeds"] for s in csv.DictReader(handle)}
     assert pooled == {"ppo_lag": "4", "shapo_ppo_lag": "2"}
-    # A float field spelled as an integer is the same program.
+    # A float field spelled as an integer is the same program, and so are other checkpoint
+    # and evaluation intervals (the host's loop decides them between compiled calls).
     config["num_minibatches"] -= 2
     config["max_grad_norm"] = int(config["max_grad_norm"])
+    config["checkpoint_every"] += 1 + int(fresh_rng().integers(5))
+    config["eval_every"] += 1
     (other / "config.json").write_text(json.dumps(config))
     assert len({r["group_id"] for r in read_table(study, other.parent)
                 if r["algo"] == "ppo_lag"}) == 1

@@ -160,12 +160,19 @@ def static_config(base: dict[str, Any]) -> TrainConfig:
     return dataclasses.replace(config, seed=0, num_seeds=1, **floats, **reset)
 
 
+# decided on the host between compiled calls: neither the program nor what it learns
+HOST_LOOP_FIELDS = ("checkpoint_every", "eval_every")
+
+
 def program_id(config: TrainConfig) -> str:
     """'<algo>-<env>-<digest>' naming the program of `config`'s static part: the same for runs
-    that differ only in their traced settings and seeds, whether a sweep or shapo-train ran
-    them, and different wherever a static field (shapes, epochs, budget, ...) differs."""
-    static = static_config(config.to_dict())
-    return f"{static.algo}-{static.env}-{_digest(static.to_dict(), 8)}"
+    that differ only in their traced settings, seeds and host-side intervals (checkpoints,
+    evaluations), whether a sweep or shapo-train ran them, and different wherever a static
+    field (shapes, epochs, budget, ...) differs."""
+    static = static_config(config.to_dict()).to_dict()
+    for field in HOST_LOOP_FIELDS:
+        static.pop(field)
+    return f"{config.algo}-{config.env}-{_digest(static, 8)}"
 
 
 def expand_grid(spec: SweepSpec) -> list[Member]:

@@ -205,8 +205,8 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
     the baseline taken at the SHAPO setting's budget where it ran further).
 
     A setting (task, algorithm, traced settings) whose runs come from several programs (the
-    sources' static configurations differ: another batch, preset or budget, but also another
-    checkpoint interval or a table written by another version) is refused unless
+    sources' static configurations differ: another batch, preset or budget, or a table written
+    by another version; checkpoint and evaluation intervals do not count) is refused unless
     `pool_programs`, which pools their seeds into one mean."""
     rows = read_table(*sources)
     if not rows:
