@@ -85,21 +85,22 @@ def cli_error(main, argv: list[str], capsys, usage_ok: bool = False) -> str:
 
 # ----- independent references shared by the learners' tests -------------------------------
 
-def assert_learns_within_cost_limit(trainer, env, updates: int, seeds: int = 4) -> None:
+def assert_learns_with_cost_held_near_limit(trainer, env, updates: int, seeds: int = 4) -> None:
     """Trains `seeds` fresh runs of `trainer` side by side (vmapped) for `updates` updates on
     TinyHazardNav and checks what a Lagrangian method promises there, averaged over the seeds
     and over the last half of the updates (a single run's last cost oscillates around the
     limit as the multiplier rises and decays):
 
-    - the training cost stays within twice the limit; the unconstrained policy's is about 9.5,
-      its straight path crossing the hazard (measured with cost_limit=1000: 9.46 over the last
-      20 of 60 PPO-Lag updates, 8 seeds);
+    - the training cost stays within twice the limit, where the multiplier holds it near the
+      limit; the unconstrained policy's is about 9.4, its straight path crossing the hazard
+      (measured with cost_limit=1000: 9.4 over the last 30 of 60 PPO-Lag updates, 8 seeds);
     - the return is at least 1.0 above the random policy's (about 0; unconstrained 5.1);
     - on every seed the cost went above the limit at some update and the multiplier answered.
     The training cost is the one the multiplier controls (the constraint is on the stochastic
     policy); the deterministic evaluation's cost is not bounded by it.
     """
-    keys = jax.random.split(jax.random.PRNGKey(fresh_seed()), seeds)
+    random_key, *keys = jax.random.split(jax.random.PRNGKey(fresh_seed()), seeds + 1)
+    keys = jnp.stack(keys)
     states = jax.jit(jax.vmap(trainer.init))(keys)
     _, metrics = jax.jit(jax.vmap(lambda state: trainer.run(state, updates)))(states)
     cost, ret, multiplier = (np.asarray(metrics[name]) for name in
@@ -109,7 +110,7 @@ def assert_learns_within_cost_limit(trainer, env, updates: int, seeds: int = 4) 
     late_cost, late_return = cost[:, late].mean(), ret[:, late].mean()
     report = dict(late_cost_per_seed=cost[:, late].mean(1),
                   late_return_per_seed=ret[:, late].mean(1), max_multiplier=multiplier.max(1))
-    random_return = random_policy_return(env, keys[0])
+    random_return = random_policy_return(env, random_key)
     assert late_cost < 2.0 * limit, (late_cost, report)
     assert late_return > random_return + 1.0, (late_return, random_return, report)
     assert np.all(cost.max(1) > limit), report

@@ -323,9 +323,13 @@ def test_shapo_eval_renders_the_first_episode(run_dir, tmp_path, capsys):
 def test_each_evaluation_is_kept_and_the_seed_defaults_to_the_members_index(run_dir, tmp_path,
                                                                              capsys):
     """Evaluating another member or seed adds a report and overwrites none; without --seed
-    member K is evaluated on seed K's layouts (the same figures as --seed K)."""
+    member K is evaluated on seed K's layouts (the same figures as --seed K), K the member's
+    index and not its training seed."""
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    config["seed"] = 5  # training seeds 5 and 6: only the index says 0 and 1
+    (run / "config.json").write_text(json.dumps(config))
     other = 2 + int(fresh_rng().integers(1000))
     reports = {}
     for member, seed in ((0, None), (1, None), (1, 1), (1, other)):
@@ -333,6 +337,7 @@ def test_each_evaluation_is_kept_and_the_seed_defaults_to_the_members_index(run_
         assert eval_main(argv + ([] if seed is None else ["--seed", str(seed)])) == 0
         reports[member, seed] = last_json_line(capsys.readouterr().out)
     assert [reports[0, None]["seed"], reports[1, None]["seed"]] == [0, 1]
+    assert [reports[0, None]["run_seed"], reports[1, None]["run_seed"]] == [5, 6]
     assert reports[1, None] == reports[1, 1]  # the default is --seed 1, and the same file
     assert reports[1, other]["episode_returns"] != reports[1, 1]["episode_returns"]
     written = sorted(p.name for p in (run / "eval").iterdir())

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_learns_within_cost_limit, fresh_rng, fresh_seed
+from helpers import assert_learns_with_cost_held_near_limit, fresh_rng, fresh_seed
 
 import envs
 from shapo_jax.training import TrainConfig, make_train, stack_hyperparameters
@@ -169,9 +169,9 @@ def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
 
 
 @pytest.mark.parametrize("algo", ["ppo_lag", "shapo_ppo_lag"])
-def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
+def test_ppo_lag_learns_tiny_task_with_cost_held_near_limit(algo):
     """Over 4 fresh seeds, the late training cost stays near the limit and the return well
-    above random (`assert_learns_within_cost_limit`). Measured on 8 seeds x 60 updates:
+    above random (`assert_learns_with_cost_held_near_limit`). Measured on 8 seeds x 60 updates:
     late cost 2.0 (PPO-Lag) and 0.7 (SHAPO-PPO-Lag) against the limit 2, return about 5."""
     env = envs.make("TinyHazardNav")
     # Lockstep: the 50-step episodes then fill each 50-step rollout whole. With random starts
@@ -181,7 +181,8 @@ def test_ppo_lag_learns_tiny_task_within_cost_limit(algo):
     # seeds ended above the limit.
     config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=256, rollout_length=50,
                          cost_limit=2.0, lagrange_lr=0.1, random_episode_start=False)
-    assert_learns_within_cost_limit(make_train(config, env), env, updates=60)  # 768k steps
+    # 60 updates: 768k steps a seed
+    assert_learns_with_cost_held_near_limit(make_train(config, env), env, updates=60)
 
 
 @pytest.mark.parametrize("schedule", ["quantile_total", "quantile_batch"])

@@ -13,7 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_learns_within_cost_limit, fresh_rng, fresh_seed, numpy_gaussian_kl
+from helpers import (
+    assert_learns_with_cost_held_near_limit,
+    fresh_rng,
+    fresh_seed,
+    numpy_gaussian_kl,
+)
 
 import envs
 from shapo_jax.policy import gaussian_log_prob
@@ -207,7 +212,7 @@ def test_shapo_trpo_with_zero_delta_is_trpo():
 
 
 @pytest.mark.parametrize("algo", ["trpo_lag", "shapo_trpo_lag"])
-def test_trpo_lag_learns_tiny_task_within_cost_limit(algo):
+def test_trpo_lag_learns_tiny_task_with_cost_held_near_limit(algo):
     """As test_training's learning test, over 4 fresh seeds. Measured on 8 seeds x 100
     updates: late cost 1.9 (TRPO-Lag) and 1.5 (SHAPO-TRPO-Lag) against the limit 2; return
     4.9 and 2.0. SHAPO-TRPO-Lag learns more slowly here: its radius (0.005) is half the trust
@@ -218,7 +223,8 @@ def test_trpo_lag_learns_tiny_task_within_cost_limit(algo):
     # one TRPO-Lag seed in 8 stayed at the start (return 0.6).
     config = TrainConfig(**{**TINY, "num_envs": 128}, algo=algo, cost_limit=2.0, lagrange_lr=0.1,
                          random_episode_start=False)
-    assert_learns_within_cost_limit(make_train(config, env), env, updates=100)  # 640k steps
+    # 100 updates: 640k steps a seed
+    assert_learns_with_cost_held_near_limit(make_train(config, env), env, updates=100)
 
 
 # ----- 1 device and 4 devices compute the same run ------------------------------------

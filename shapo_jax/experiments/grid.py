@@ -169,10 +169,11 @@ def program_id(config: TrainConfig) -> str:
     that differ only in their traced settings, seeds and host-side intervals (checkpoints,
     evaluations), whether a sweep or shapo-train ran them, and different wherever a static
     field (shapes, epochs, budget, ...) differs."""
-    static = static_config(config.to_dict()).to_dict()
-    for field in HOST_LOOP_FIELDS:
-        static.pop(field)
-    return f"{config.algo}-{config.env}-{_digest(static, 8)}"
+    # at their defaults rather than left out, so that the ids of runs at the default
+    # intervals stay those that earlier versions gave them
+    static = dataclasses.replace(static_config(config.to_dict()),
+                                 **{field: getattr(_DEFAULTS, field) for field in HOST_LOOP_FIELDS})
+    return f"{static.algo}-{static.env}-{_digest(static.to_dict(), 8)}"
 
 
 def expand_grid(spec: SweepSpec) -> list[Member]:

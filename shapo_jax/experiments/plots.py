@@ -206,8 +206,9 @@ def plot_sweep(*sources: str | os.PathLike, out: str | os.PathLike,
 
     A setting (task, algorithm, traced settings) whose runs come from several programs (the
     sources' static configurations differ: another batch, preset or budget, or a table written
-    by another version; checkpoint and evaluation intervals do not count) is refused unless
-    `pool_programs`, which pools their seeds into one mean."""
+    by another version; checkpoint and evaluation intervals do not count, though with other
+    evaluation intervals the final eval figures average other numbers of evaluations) is
+    refused unless `pool_programs`, which pools their seeds into one mean."""
     rows = read_table(*sources)
     if not rows:
         raise ValueError(f"no complete rows in {', '.join(map(str, sources))}")
