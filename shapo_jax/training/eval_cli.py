@@ -103,9 +103,10 @@ def _print_report(report: dict[str, Any]) -> None:
         mean, se = report[f"{name}_mean"], report[f"{name}_se"]
         return f"{mean:.3f} +- {se:.3f}" if se is not None else f"{mean:.3f}"
 
-    policy = "deterministic" if report["deterministic"] else "stochastic"
+    from shapo_jax.training.evaluation import policy_kind
+
     print(f"{where}: {report['episodes']} episode(s) of {report['episode_length']} steps, "
-          f"{policy} policy, seed {report['seed']}")
+          f"{policy_kind(report)} policy, seed {report['seed']}")
     print(f"  episode return {figure('episode_return')}   episode cost "
           f"{figure('episode_cost')} (mean +- standard error; cost limit "
           f"{report['cost_limit']:g})")

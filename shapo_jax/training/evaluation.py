@@ -224,12 +224,16 @@ def evaluate_member(restored: RestoredMember, episodes: int = 32, seed: int | No
     return report, recording
 
 
+def policy_kind(report: dict[str, Any]) -> str:
+    """'deterministic' (the mean action) or 'stochastic' (sampled), as the report was run."""
+    return "deterministic" if report["deterministic"] else "stochastic"
+
+
 def report_path(run_dir: str | os.PathLike, report: dict[str, Any]) -> Path:
     """RUN_DIR/eval/member{K}-checkpoint{STEP}-{deterministic|stochastic}-seed{S}-episodes{N}
     .json: one file for each evaluation that can differ."""
-    policy = "deterministic" if report["deterministic"] else "stochastic"
-    name = (f"member{report['member']}-checkpoint{report['checkpoint_step']}-{policy}"
-            f"-seed{report['seed']}-episodes{report['episodes']}.json")
+    name = (f"member{report['member']}-checkpoint{report['checkpoint_step']}-"
+            f"{policy_kind(report)}-seed{report['seed']}-episodes{report['episodes']}.json")
     return Path(run_dir) / EVAL_DIR / name
 
 
