@@ -171,17 +171,19 @@ def test_vmap_over_seeds_and_hyperparameters_equals_separate_runs():
 @pytest.mark.parametrize("algo", ["ppo_lag", "shapo_ppo_lag"])
 def test_ppo_lag_learns_tiny_task_with_cost_held_near_limit(algo):
     """Over 4 fresh seeds, the late training cost stays near the limit and the return well
-    above random (`assert_learns_with_cost_held_near_limit`). Measured on 8 seeds x 60 updates:
-    late cost 2.0 (PPO-Lag) and 0.7 (SHAPO-PPO-Lag) against the limit 2, return about 5."""
+    above random (`assert_learns_with_cost_held_near_limit`). Measured on 8 seeds x 60 updates
+    of 128 envs: late cost 1.5 (PPO-Lag, 2.8 at most on a seed) and 1.3 (SHAPO-PPO-Lag, 2.2 at
+    most) against the limit 2, return 4.8 and 4.3 (2.3 on the lowest seed); at 256 envs, 2.0
+    and 0.7, return about 5, at twice the test's time."""
     env = envs.make("TinyHazardNav")
     # Lockstep: the 50-step episodes then fill each 50-step rollout whole. With random starts
     # every rollout cuts episodes in two and the hazard's cost reaches earlier steps only
     # through the cost critic. The multiplier's rate is raised from the default 0.035 so that
     # it settles within the budget: at 0.035 and 30 updates it was still rising and 5 of 8
     # seeds ended above the limit.
-    config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=256, rollout_length=50,
+    config = TrainConfig(env="TinyHazardNav", algo=algo, num_envs=128, rollout_length=50,
                          cost_limit=2.0, lagrange_lr=0.1, random_episode_start=False)
-    # 60 updates: 768k steps a seed
+    # 60 updates: 384k steps a seed
     assert_learns_with_cost_held_near_limit(make_train(config, env), env, updates=60)
 
 
